@@ -1,0 +1,69 @@
+"""A camera path (poses, intrinsics, image size, optional scene time) with JSON I/O."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lyra.render.cameras import validate_intrinsics
+from lyra.utils.atomic import atomic_write_text
+
+FORMAT = "lyra.camera_path/1"
+
+
+@dataclass
+class CameraPath:
+    c2w: Tensor  # [T, 4, 4] camera-to-world, OpenCV axes
+    K: Tensor  # [T, 3, 3] pixel intrinsics for (height, width)
+    width: int
+    height: int
+    time: Tensor | None = None  # [T] scene time in [0, 1]
+
+    def __post_init__(self) -> None:
+        self.c2w = torch.as_tensor(self.c2w, dtype=torch.float32)
+        self.K = torch.as_tensor(self.K, dtype=torch.float32)
+        if self.c2w.ndim != 3 or self.c2w.shape[1:] != (4, 4):
+            raise ValueError(f"CameraPath.c2w must be [T, 4, 4], got {tuple(self.c2w.shape)}")
+        if self.K.shape == (3, 3):
+            self.K = self.K.expand(len(self.c2w), 3, 3).clone()
+        if self.K.shape != (len(self.c2w), 3, 3):
+            raise ValueError(f"CameraPath.K must be [T, 3, 3] with T={len(self.c2w)}, got {tuple(self.K.shape)}")
+        validate_intrinsics(self.K, "CameraPath.K")
+        if not torch.isfinite(self.c2w).all():
+            raise ValueError("CameraPath.c2w contains NaN or Inf")
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
+        if self.time is not None:
+            self.time = torch.as_tensor(self.time, dtype=torch.float32)
+            if self.time.shape != (len(self.c2w),):
+                raise ValueError(f"CameraPath.time must be [T]={len(self.c2w)}, got {tuple(self.time.shape)}")
+
+    def __len__(self) -> int:
+        return self.c2w.shape[0]
+
+    def to_dict(self) -> dict:
+        d = {"format": FORMAT, "width": self.width, "height": self.height,
+             "c2w": self.c2w.tolist(), "K": self.K.tolist()}
+        if self.time is not None:
+            d["time"] = self.time.tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CameraPath":
+        missing = [k for k in ("width", "height", "c2w", "K") if k not in d]
+        if missing:
+            raise ValueError(f"camera path JSON lacks {missing}; expected keys width, height, c2w, K[, time]")
+        return cls(torch.tensor(d["c2w"]), torch.tensor(d["K"]), int(d["width"]), int(d["height"]),
+                   torch.tensor(d["time"]) if d.get("time") is not None else None)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CameraPath":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))

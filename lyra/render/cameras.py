@@ -1,0 +1,171 @@
+"""Camera conventions: the one place that owns them.
+
+Conventions (see DESIGN.md):
+- OpenCV camera frame: x right, y down, z forward.
+- Data carries camera-to-world ``c2w [..., 4, 4]`` and pixel intrinsics ``K [..., 3, 3]`` for the
+  stored resolution; renderers take world-to-camera ``viewmats`` like gsplat.
+- World "up" is ``-y`` by default, so an identity ``c2w`` is an upright camera looking along +z.
+- Pixel centres sit at integer + 0.5 (the convention of gsplat and of the 3DGS reference).
+- Plucker ray of a pixel = (o x d, d) with unit d.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+WORLD_UP = (0.0, -1.0, 0.0)
+
+
+def c2w_to_viewmat(c2w: Tensor) -> Tensor:  # [..., 4, 4] -> [..., 4, 4]
+    """Rigid inverse of a camera-to-world matrix (exact for rotations, no general inverse)."""
+    R = c2w[..., :3, :3]
+    t = c2w[..., :3, 3:]
+    Rt = R.transpose(-1, -2)
+    out = torch.zeros_like(c2w)
+    out[..., :3, :3] = Rt
+    out[..., :3, 3:] = -Rt @ t
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def viewmat_to_c2w(viewmat: Tensor) -> Tensor:  # [..., 4, 4] -> [..., 4, 4]
+    """World-to-camera back to camera-to-world; the rigid inverse is its own inverse."""
+    return c2w_to_viewmat(viewmat)
+
+
+def make_intrinsics(
+    fx: float | Tensor, fy: float | Tensor, cx: float | Tensor, cy: float | Tensor
+) -> Tensor:  # [..., 3, 3]
+    fx, fy, cx, cy = (torch.as_tensor(v, dtype=torch.float32) for v in (fx, fy, cx, cy))
+    fx, fy, cx, cy = torch.broadcast_tensors(fx, fy, cx, cy)
+    K = torch.zeros(fx.shape + (3, 3), dtype=fx.dtype)
+    K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2] = fx, fy, cx, cy
+    K[..., 2, 2] = 1.0
+    return K
+
+
+def intrinsics_from_fov(fov_x_deg: float, width: int, height: int) -> Tensor:  # [3, 3]
+    """Square pixels, principal point at the image centre, horizontal field of view in degrees."""
+    if not 0.0 < fov_x_deg < 180.0:
+        raise ValueError(f"fov_x_deg must lie in (0, 180), got {fov_x_deg}")
+    fx = 0.5 * width / torch.tan(torch.deg2rad(torch.tensor(fov_x_deg / 2.0)))
+    return make_intrinsics(fx, fx, width / 2.0, height / 2.0)
+
+
+def validate_intrinsics(K: Tensor, name: str = "K") -> None:  # [..., 3, 3]
+    if K.shape[-2:] != (3, 3):
+        raise ValueError(f"{name} must have shape [..., 3, 3], got {tuple(K.shape)}")
+    if not torch.isfinite(K).all():
+        raise ValueError(f"{name} contains NaN or Inf; pass finite pixel intrinsics")
+    if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
+        raise ValueError(
+            f"{name} has a zero or negative focal length (fx={K[..., 0, 0].min().item():g}, "
+            f"fy={K[..., 1, 1].min().item():g}); focal lengths are in pixels and must be > 0"
+        )
+
+
+def resize_intrinsics(
+    K: Tensor,  # [..., 3, 3]
+    old_size: tuple[int, int],  # (height, width)
+    new_size: tuple[int, int],  # (height, width)
+) -> Tensor:  # [..., 3, 3]
+    """Intrinsics after resizing the whole image (pixel-centre aligned, as F.interpolate with
+    align_corners=False): a point at continuous pixel u maps to u * s."""
+    sy = new_size[0] / old_size[0]
+    sx = new_size[1] / old_size[1]
+    K = K.clone()
+    K[..., 0, :] = K[..., 0, :] * sx
+    K[..., 1, :] = K[..., 1, :] * sy
+    K[..., 2, :] = torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype, device=K.device)
+    return K
+
+
+def crop_intrinsics(K: Tensor, top: int, left: int) -> Tensor:  # [..., 3, 3] -> [..., 3, 3]
+    """Intrinsics of a crop whose top-left corner is pixel (top, left) of the original."""
+    K = K.clone()
+    K[..., 0, 2] = K[..., 0, 2] - left
+    K[..., 1, 2] = K[..., 1, 2] - top
+    return K
+
+
+def look_at(
+    eye: Tensor,  # [..., 3]
+    target: Tensor,  # [..., 3]
+    up: Sequence[float] | Tensor = WORLD_UP,
+) -> Tensor:  # [..., 4, 4] camera-to-world, OpenCV axes
+    eye = torch.as_tensor(eye, dtype=torch.float32)
+    target = torch.as_tensor(target, dtype=eye.dtype, device=eye.device)
+    up = torch.as_tensor(up, dtype=eye.dtype, device=eye.device).expand_as(eye)
+    forward = target - eye
+    norm = forward.norm(dim=-1, keepdim=True)
+    if (norm < 1e-12).any():
+        raise ValueError("look_at: eye and target coincide; the viewing direction is undefined")
+    z = forward / norm
+    # OpenCV y points down, i.e. against the world up vector.
+    x = torch.cross(z, -up, dim=-1)
+    xn = x.norm(dim=-1, keepdim=True)
+    if (xn < 1e-9).any():
+        raise ValueError("look_at: viewing direction is parallel to `up`; pass another up vector")
+    x = x / xn
+    y = torch.cross(z, x, dim=-1)
+    c2w = torch.zeros(eye.shape[:-1] + (4, 4), dtype=eye.dtype, device=eye.device)
+    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2] = x, y, z
+    c2w[..., :3, 3] = eye
+    c2w[..., 3, 3] = 1.0
+    return c2w
+
+
+def relative_to_first(c2w: Tensor) -> Tensor:  # [..., T, 4, 4] -> [..., T, 4, 4]
+    """Express every pose in the frame of the first one (first pose becomes identity)."""
+    first_inv = c2w_to_viewmat(c2w[..., :1, :, :])
+    return first_inv @ c2w
+
+
+def pixel_rays(
+    c2w: Tensor,  # [..., 4, 4]
+    K: Tensor,  # [..., 3, 3]
+    height: int,
+    width: int,
+) -> tuple[Tensor, Tensor]:  # origins [..., H, W, 3], unit directions [..., H, W, 3]
+    """World-space rays through pixel centres."""
+    dtype, device = c2w.dtype, c2w.device
+    v, u = torch.meshgrid(
+        torch.arange(height, dtype=dtype, device=device) + 0.5,
+        torch.arange(width, dtype=dtype, device=device) + 0.5,
+        indexing="ij",
+    )
+    K = K.to(dtype)
+    fx, fy = K[..., 0, 0, None, None], K[..., 1, 1, None, None]
+    cx, cy = K[..., 0, 2, None, None], K[..., 1, 2, None, None]
+    x = (u - cx) / fx
+    y = (v - cy) / fy
+    d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [..., H, W, 3]
+    R = c2w[..., None, None, :3, :3]
+    d = (R @ d_cam[..., None]).squeeze(-1)
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = c2w[..., None, None, :3, 3].expand_as(d)
+    return o, d
+
+
+def plucker_rays(
+    c2w: Tensor,  # [..., 4, 4]
+    K: Tensor,  # [..., 3, 3]
+    height: int,
+    width: int,
+) -> Tensor:  # [..., H, W, 6] = (o x d, d)
+    o, d = pixel_rays(c2w, K, height, width)
+    return torch.cat([torch.cross(o, d, dim=-1), d], dim=-1)
+
+
+def world_to_pixels(
+    points: Tensor,  # [..., N, 3]
+    viewmat: Tensor,  # [..., 4, 4]
+    K: Tensor,  # [..., 3, 3]
+) -> tuple[Tensor, Tensor]:  # pixels [..., N, 2], depth (camera z) [..., N]
+    cam = points @ viewmat[..., :3, :3].transpose(-1, -2) + viewmat[..., None, :3, 3]
+    z = cam[..., 2]
+    uv = cam @ K.to(cam.dtype).transpose(-1, -2)
+    return uv[..., :2] / uv[..., 2:3].clamp_min(1e-12), z
