@@ -14,3 +14,6 @@ from lyra.render.cameras import (
     viewmat_to_c2w,
 )
 from lyra.render.trajectories import LYRA_TRAJECTORIES, interpolate_poses, make_trajectory, orbit
+from lyra.render.gaussians import Gaussians
+from lyra.render.ply import load_ply, save_ply
+from lyra.render.rasterization import rasterization

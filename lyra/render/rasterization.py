@@ -1,0 +1,178 @@
+"""``lyra.render.rasterization``: gsplat's calling convention with a CPU-capable PyTorch backend.
+
+``backend="torch"`` is our own differentiable rasterizer (projection in autograd, compositing in
+:mod:`lyra.render.composite_torch`); ``"gsplat"`` calls gsplat's CUDA kernels; ``"auto"`` picks
+gsplat when the tensors are on CUDA and gsplat's kernels load, else torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lyra.render.composite_torch import rasterize_to_pixels_torch
+from lyra.render.projection import project_gaussians
+from lyra.render.sh import eval_sh, num_sh_bases
+
+RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
+RasterizeMode = Literal["classic", "antialiased"]
+Backend = Literal["auto", "torch", "gsplat"]
+RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
+
+
+@functools.lru_cache(maxsize=1)
+def gsplat_cuda_available() -> bool:
+    """True when CUDA is present and gsplat's compiled kernels can be loaded."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from gsplat.cuda._backend import _C  # noqa: F401  (JIT-builds or loads the extension)
+    except Exception:
+        return False
+    return _C is not None
+
+
+def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
+                  render_mode, rasterize_mode, backend, backgrounds) -> tuple[tuple[int, ...], int, int]:
+    if render_mode not in RENDER_MODES:
+        raise ValueError(f"unknown render_mode {render_mode!r}; choose one of {RENDER_MODES}")
+    if rasterize_mode not in ("classic", "antialiased"):
+        raise ValueError(f"unknown rasterize_mode {rasterize_mode!r}; choose 'classic' or 'antialiased'")
+    if backend not in ("auto", "torch", "gsplat"):
+        raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'torch' or 'gsplat'")
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"image size must be positive, got width={width}, height={height}")
+    if means.ndim < 2 or means.shape[-1] != 3:
+        raise ValueError(f"means must be [..., N, 3], got {tuple(means.shape)}")
+    batch, N = means.shape[:-2], means.shape[-2]
+    expect = {"quats": (quats, (4,)), "scales": (scales, (3,)), "opacities": (opacities, ())}
+    for name, (t, tail) in expect.items():
+        if tuple(t.shape) != tuple(batch) + (N,) + tail:
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but means {tuple(means.shape)} implies "
+                             f"{tuple(batch) + (N,) + tail}: every per-Gaussian tensor needs the same N")
+    if viewmats.shape[:-3] != batch or viewmats.shape[-2:] != (4, 4):
+        raise ValueError(f"viewmats must be [..., C, 4, 4] with batch dims {tuple(batch)}, got {tuple(viewmats.shape)}")
+    C = viewmats.shape[-3]
+    if tuple(Ks.shape) != tuple(batch) + (C, 3, 3):
+        raise ValueError(f"Ks must be {tuple(batch) + (C, 3, 3)} to match viewmats, got {tuple(Ks.shape)}")
+    if (Ks[..., 0, 0] <= 0).any() or (Ks[..., 1, 1] <= 0).any():
+        raise ValueError("Ks has a zero or negative focal length; fx and fy are in pixels and must be > 0")
+    if sh_degree is None:
+        ok = colors.shape[:-1] in (tuple(batch) + (N,), tuple(batch) + (C, N))
+        if not ok:
+            raise ValueError(f"colors must be [..., N, D] or [..., C, N, D] (N={N}, C={C}) when sh_degree is None, "
+                             f"got {tuple(colors.shape)}; for SH coefficients pass sh_degree")
+    else:
+        k = num_sh_bases(sh_degree)
+        ok = colors.ndim >= 3 and colors.shape[-1] == 3 and colors.shape[:-2] in (
+            tuple(batch) + (N,), tuple(batch) + (C, N))
+        if not ok or colors.shape[-2] < k:
+            raise ValueError(f"with sh_degree={sh_degree} colors must be [..., (C,) N, K, 3] with K >= {k}, "
+                             f"got {tuple(colors.shape)}")
+    for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
+                    ("colors", colors), ("viewmats", viewmats), ("Ks", Ks)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or Inf; drop or fix those entries before rendering "
+                             "(Gaussians.finite_mask() finds them)")
+    if backgrounds is not None and backgrounds.shape[:-1] != tuple(batch) + (C,):
+        raise ValueError(f"backgrounds must be [..., C, D] = {tuple(batch) + (C,)} + (D,), got {tuple(backgrounds.shape)}")
+    return tuple(batch), N, C
+
+
+def rasterization(
+    means: Tensor,  # [..., N, 3]
+    quats: Tensor,  # [..., N, 4] wxyz
+    scales: Tensor,  # [..., N, 3]
+    opacities: Tensor,  # [..., N]
+    colors: Tensor,  # [..., (C,) N, D] or SH [..., (C,) N, K, 3]
+    viewmats: Tensor,  # [..., C, 4, 4] world-to-camera
+    Ks: Tensor,  # [..., C, 3, 3]
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    sh_degree: int | None = None,
+    packed: bool = True,
+    tile_size: int = 16,
+    backgrounds: Tensor | None = None,  # [..., C, D]
+    render_mode: RenderMode = "RGB",
+    sparse_grad: bool = False,
+    absgrad: bool = False,
+    rasterize_mode: RasterizeMode = "classic",
+    channel_chunk: int = 32,
+    distributed: bool = False,
+    camera_model: Literal["pinhole"] = "pinhole",
+    backend: Backend = "auto",
+) -> tuple[Tensor, Tensor, dict]:  # colors [..., C, H, W, X], alphas [..., C, H, W, 1], meta
+    """Render Gaussians; same arguments and returns as ``gsplat.rasterization`` for pinhole cameras.
+
+    ``X`` is D for "RGB", 1 for "D"/"ED" and D+1 for "RGB+D"/"RGB+ED" (depth last). "D" is the
+    accumulated z-depth sum(w_i z_i); "ED" divides it by the alpha. An empty scene renders the
+    background; Gaussians behind the camera or outside the view are culled (radius 0).
+    """
+    batch, N, C = _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+                                sh_degree, render_mode, rasterize_mode, backend, backgrounds)
+    if camera_model != "pinhole" or sparse_grad or absgrad or distributed:
+        raise ValueError("lyra.render.rasterization supports camera_model='pinhole' without sparse_grad, "
+                         "absgrad or distributed; call gsplat.rasterization directly for those")
+    use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and gsplat_cuda_available())
+    if backend == "gsplat" and not (means.is_cuda and gsplat_cuda_available()):
+        raise ValueError("backend='gsplat' needs CUDA tensors and gsplat's compiled kernels; use backend='torch' "
+                         "(any device) or 'auto'")
+    if use_gsplat and N > 0:
+        import gsplat
+
+        colors_out, alphas, meta = gsplat.rasterization(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
+            far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, sh_degree=sh_degree, packed=packed,
+            tile_size=tile_size, backgrounds=backgrounds, render_mode=render_mode,
+            rasterize_mode=rasterize_mode, channel_chunk=channel_chunk)
+        meta["backend"] = "gsplat"
+        return colors_out, alphas, meta
+    return _rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
+                                near_plane, far_plane, radius_clip, eps2d, sh_degree, tile_size, backgrounds,
+                                render_mode, rasterize_mode, batch, N, C)
+
+
+def _rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
+                         far_plane, radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode,
+                         rasterize_mode, batch, N, C):
+    proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=eps2d,
+                             near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip,
+                             antialiased=rasterize_mode == "antialiased")
+    per_camera = colors.shape[:-1 if sh_degree is None else -2] == batch + (C, N)
+    if sh_degree is not None:
+        campos = torch.linalg.inv(viewmats)[..., :3, 3]  # [..., C, 3]
+        dirs = means[..., None, :, :] - campos[..., None, :]  # [..., C, N, 3]
+        coeffs = colors if per_camera else colors[..., None, :, :, :].expand(batch + (C, N) + colors.shape[-2:])
+        colors = torch.clamp_min(eval_sh(sh_degree, coeffs, dirs) + 0.5, 0.0)
+    elif not per_camera:
+        colors = colors[..., None, :, :].expand(batch + (C, N, colors.shape[-1]))
+    if render_mode in ("D", "ED"):
+        colors = proj.depths[..., None]
+        if backgrounds is not None:
+            backgrounds = torch.zeros(batch + (C, 1), dtype=colors.dtype, device=colors.device)
+    elif render_mode in ("RGB+D", "RGB+ED"):
+        colors = torch.cat([colors, proj.depths[..., None]], dim=-1)
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(batch + (C, 1))], dim=-1)
+    D = colors.shape[-1]
+    I = math.prod(batch) * C
+    render, alphas = rasterize_to_pixels_torch(
+        proj.means2d.reshape(I, N, 2), proj.conics.reshape(I, N, 3), colors.reshape(I, N, D),
+        proj.opacities.reshape(I, N), proj.radii.reshape(I, N, 2), proj.depths.reshape(I, N),
+        width, height, tile_size, None if backgrounds is None else backgrounds.reshape(I, D).to(colors.dtype))
+    render = render.view(batch + (C, height, width, D))
+    alphas = alphas.view(batch + (C, height, width, 1))
+    if render_mode in ("ED", "RGB+ED"):
+        render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+    meta = {"radii": proj.radii, "means2d": proj.means2d, "depths": proj.depths, "conics": proj.conics,
+            "opacities": proj.opacities, "width": width, "height": height, "tile_size": tile_size,
+            "n_cameras": C, "backend": "torch"}
+    return render, alphas, meta
