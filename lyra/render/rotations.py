@@ -54,3 +54,15 @@ def quat_slerp(q0: Tensor, q1: Tensor, t: Tensor) -> Tensor:  # [..., 4], [..., 
     w1 = torch.where(near, t, torch.sin(t * theta) / torch.where(near, 1.0, sin))
     q = w0 * q0 + w1 * q1
     return q / q.norm(dim=-1, keepdim=True)
+
+
+def quat_multiply(q1: Tensor, q2: Tensor) -> Tensor:  # [..., 4] wxyz x [..., 4] -> [..., 4]
+    """Hamilton product: the rotation q2 followed by q1."""
+    w1, x1, y1, z1 = q1.unbind(-1)
+    w2, x2, y2, z2 = q2.unbind(-1)
+    return torch.stack([
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+    ], dim=-1)

@@ -1,0 +1,8 @@
+"""Gaussian decoders (the student's networks)."""
+
+from lyra.models.decoders.activations import GaussianActivationConfig, activate_gaussians
+from lyra.models.decoders.dynamic import DynamicGaussianDecoder
+from lyra.models.decoders.static import GaussianDecoder, StaticGaussianDecoder
+
+__all__ = ["DynamicGaussianDecoder", "GaussianActivationConfig", "GaussianDecoder", "StaticGaussianDecoder",
+           "activate_gaussians"]

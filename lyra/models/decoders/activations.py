@@ -1,0 +1,50 @@
+"""Raw head channels -> Gaussian parameters, with Lyra's activations (see LYRA_NOTES.md).
+
+The 12 channels per Gaussian are, in order: distance (1), RGB (3), scale (3), quaternion (4),
+opacity (1). Each Gaussian sits on its pixel's camera ray at the predicted distance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lyra.render.gaussians import Gaussians
+
+RAW_CHANNELS = 12
+
+
+@dataclass
+class GaussianActivationConfig:
+    """Defaults are the reference values; small CPU scenes may want a nearer ``far``."""
+
+    near: float = 0.1  # distance = near (1 - w) + far w, w = sigmoid(x - distance_bias)
+    far: float = 500.0
+    distance_bias: float = 1.65
+    max_scale: float = 0.3  # scale = min(exp(x - scale_bias), max_scale)
+    scale_bias: float = 1.0 - math.log(0.3)
+    opacity_bias: float = 2.0  # opacity = sigmoid(x - opacity_bias)
+
+
+def activate_gaussians(
+    raw: Tensor,  # [..., N, 12]
+    origins: Tensor,  # [..., N, 3] ray origins (world)
+    dirs: Tensor,  # [..., N, 3] unit ray directions (world)
+    cfg: GaussianActivationConfig,
+) -> Gaussians:
+    if raw.shape[-1] != RAW_CHANNELS:
+        raise ValueError(f"raw Gaussian channels must be {RAW_CHANNELS}, got {raw.shape[-1]}")
+    dist_x, rgb_x, scale_x, quat_x, opac_x = raw.split([1, 3, 3, 4, 1], dim=-1)
+    w = torch.sigmoid(dist_x - cfg.distance_bias)
+    distance = cfg.near * (1 - w) + cfg.far * w
+    means = origins + dirs * distance
+    colors = 0.5 * torch.tanh(rgb_x) + 0.5
+    scales = torch.exp(scale_x - cfg.scale_bias).clamp(max=cfg.max_scale)
+    # A tiny constant keeps the quaternion defined when the head outputs zeros.
+    quats = F.normalize(quat_x + torch.tensor([1e-6, 0, 0, 0], dtype=raw.dtype, device=raw.device), dim=-1)
+    opacities = torch.sigmoid(opac_x[..., 0] - cfg.opacity_bias)
+    return Gaussians(means, quats, scales, opacities, colors, check_values=False)

@@ -1,0 +1,85 @@
+"""The dynamic (4D) decoder: the static decoder plus source-time and target-time conditioning.
+
+It returns one complete Gaussian set per requested target time (time-conditioned 3DGS, not a
+deformation field): tokens of the whole clip are mixed once per target time.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import register_to_config
+from torch import Tensor, nn
+
+from lyra.models.decoders.embed import PatchEmbed3d, fold_frames, time_features
+from lyra.models.decoders.static import StaticGaussianDecoder
+from lyra.render.gaussians import Gaussians
+
+
+class DynamicGaussianDecoder(StaticGaussianDecoder):
+    is_dynamic = True
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 16,
+        time_factor: int = 4,
+        space_factor: int = 8,
+        causal_first_frame: bool = True,
+        patch_size: int = 2,
+        width: int = 512,
+        num_layers: int = 16,
+        pattern: str = "MMMMMMMA",
+        d_state: int = 256,
+        expand: int = 2,
+        headdim: int = 64,
+        attn_headdim: int = 64,
+        chunk_size: int = 64,
+        gradient_checkpointing: bool = True,
+        near: float = 0.1,
+        far: float = 500.0,
+        distance_bias: float = 1.65,
+        max_scale: float = 0.3,
+        scale_bias: float | None = None,
+        opacity_bias: float = 2.0,
+    ) -> None:
+        super().__init__(latent_channels, time_factor, space_factor, causal_first_frame, patch_size, width,
+                         num_layers, pattern, d_state, expand, headdim, attn_headdim, chunk_size,
+                         gradient_checkpointing, near, far, distance_bias, max_scale, scale_bias, opacity_bias)
+        # Both start at zero so a dynamic decoder initialised from a static one begins identical to it.
+        self.source_time_embed = PatchEmbed3d(3 * time_factor, width, patch_size, zero_init=True)
+        self.target_time_embed = nn.Linear(3, width)
+        nn.init.zeros_(self.target_time_embed.weight)
+        nn.init.zeros_(self.target_time_embed.bias)
+
+    def forward(
+        self,
+        latents: Tensor,  # [B, V, C, T', h, w]
+        c2w: Tensor,  # [B, V, T, 4, 4]
+        K: Tensor,  # [B, V, T, 3, 3]
+        time: Tensor | None = None,  # [B, V, T] scene time of every source frame
+        target_time: Tensor | None = None,  # [B, M] times at which to output Gaussians
+    ) -> Gaussians:  # batch shape [B, M]
+        self._check(latents, c2w, K)
+        B, V, _, Tl, h, w = latents.shape
+        T = c2w.shape[2]
+        if time is None or target_time is None:
+            raise ValueError("DynamicGaussianDecoder needs `time` [B, V, T] (source frames) and `target_time` "
+                             "[B, M]; for a static scene use StaticGaussianDecoder")
+        if tuple(time.shape) != (B, V, T) or target_time.ndim != 2 or target_time.shape[0] != B:
+            raise ValueError(f"time must be {(B, V, T)} and target_time [B={B}, M]; got {tuple(time.shape)} "
+                             f"and {tuple(target_time.shape)}")
+        for name, t in (("time", time), ("target_time", target_time)):
+            if not torch.isfinite(t).all() or (t < 0).any() or (t > 1).any():
+                raise ValueError(f"{name} must be finite and in [0, 1] (scene time is normalised)")
+        cfg = self.config
+        tokens = self.embed_tokens(latents, c2w, K)  # [B*V, L, D]
+        tf = fold_frames(time_features(time).reshape(B * V, T, 3), cfg.time_factor, cfg.causal_first_frame)
+        tf = tf.reshape(B * V, Tl, cfg.time_factor * 3).permute(0, 2, 1)[..., None, None].expand(-1, -1, -1, h, w)
+        tokens = tokens + self.source_time_embed(tf.to(self.dtype))
+        M = target_time.shape[1]
+        tgt = self.target_time_embed(time_features(target_time).to(self.dtype))  # [B, M, D]
+        L, D = tokens.shape[1:]
+        tokens = tokens.reshape(B, 1, V, L, D) + tgt[:, :, None, None, :]
+        raw = self.mix_and_decode(tokens.reshape(B * M * V, L, D), B * M, V, (Tl, h, w))
+        raw = raw.reshape(B, M, *raw.shape[1:])
+        return self.to_gaussians(raw.float(), c2w, K)

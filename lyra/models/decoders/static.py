@@ -1,0 +1,189 @@
+"""Gaussian decoders: video latents + cameras -> 3D Gaussians in one forward pass.
+
+``GaussianDecoder`` is the interface (and diffusers-style save/load); ``StaticGaussianDecoder``
+is Lyra's 3DGS decoder. The dynamic (4D) decoder in :mod:`.dynamic` reuses everything here and
+only adds time conditioning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import Tensor, nn
+
+from lyra.models.blocks import BlockStack
+from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, activate_gaussians
+from lyra.models.decoders.embed import PatchEmbed3d, fold_frames, latent_rays, relative_cameras, unfold_frames
+from lyra.render.cameras import pixel_rays, resize_intrinsics
+from lyra.render.gaussians import Gaussians
+from lyra.render.rotations import quat_multiply, rotmat_to_quat
+
+
+class GaussianDecoder(ModelMixin, ConfigMixin):
+    """Interface: ``forward(latents, c2w, K, time=None, target_time=None) -> Gaussians``.
+
+    Static decoders return batch shape [B] (one set per scene); dynamic decoders return [B, M]
+    (one set per requested target time). Saved and loaded with ``save_pretrained`` /
+    ``from_pretrained`` (a config.json plus safetensors), so a trained decoder is usable outside
+    Lightning.
+    """
+
+    config_name = "config.json"
+    is_dynamic = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        path = Path(pretrained_model_name_or_path)
+        cfg = path / kwargs.get("subfolder", "") / cls.config_name
+        if not cfg.is_file():
+            raise FileNotFoundError(f"no decoder config at {cfg}; pass the directory written by save_pretrained")
+        saved = json.loads(cfg.read_text()).get("_class_name")
+        if cls is not GaussianDecoder and saved != cls.__name__:
+            raise ValueError(f"{path} holds a {saved}, not a {cls.__name__}; load it with "
+                             f"lyra.models.decoders.{saved}.from_pretrained(...)")
+        if cls is GaussianDecoder:
+            from lyra.models import decoders
+
+            if not hasattr(decoders, str(saved)):
+                raise ValueError(f"{path} holds an unknown decoder class {saved!r}")
+            return getattr(decoders, saved).from_pretrained(path, **kwargs)
+        return super().from_pretrained(path, **kwargs)
+
+
+class StaticGaussianDecoder(GaussianDecoder):
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 16,
+        time_factor: int = 4,
+        space_factor: int = 8,
+        causal_first_frame: bool = True,
+        patch_size: int = 2,
+        width: int = 512,
+        num_layers: int = 16,
+        pattern: str = "MMMMMMMA",
+        d_state: int = 256,
+        expand: int = 2,
+        headdim: int = 64,
+        attn_headdim: int = 64,
+        chunk_size: int = 64,
+        gradient_checkpointing: bool = True,
+        near: float = 0.1,
+        far: float = 500.0,
+        distance_bias: float = 1.65,
+        max_scale: float = 0.3,
+        scale_bias: float | None = None,
+        opacity_bias: float = 2.0,
+    ) -> None:
+        super().__init__()
+        act = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
+                                       opacity_bias=opacity_bias)
+        if scale_bias is not None:
+            act.scale_bias = scale_bias
+        self.activation = act
+        tf, p = time_factor, patch_size
+        self.latent_embed = PatchEmbed3d(latent_channels, width, p, norm=True)
+        self.ray_embed = PatchEmbed3d(6 * tf, width, p, zero_init=True)
+        self.blocks = BlockStack(width, pattern=pattern, num_layers=num_layers, d_state=d_state, expand=expand,
+                                 headdim=headdim, attn_headdim=attn_headdim, chunk_size=chunk_size,
+                                 gradient_checkpointing=gradient_checkpointing)
+        # Undo the patching and the codec's temporal compression: one Gaussian per latent pixel per frame.
+        self.head = nn.ConvTranspose3d(width, RAW_CHANNELS, kernel_size=(tf, p, p), stride=(tf, p, p))
+
+    # ---- input checks ------------------------------------------------------------------------
+
+    def _check(self, latents: Tensor, c2w: Tensor, K: Tensor) -> None:
+        cfg = self.config
+        if latents.ndim != 6:
+            raise ValueError(f"latents must be [B, V, C, T', h, w], got {tuple(latents.shape)}")
+        B, V, C, Tl, h, w = latents.shape
+        if C != cfg.latent_channels:
+            raise ValueError(f"latents have {C} channels but the decoder was built for {cfg.latent_channels}; "
+                             "set latent_channels to the codec's channel count")
+        if c2w.shape[:2] != (B, V) or c2w.shape[-2:] != (4, 4) or K.shape[:3] != c2w.shape[:3]:
+            raise ValueError(f"c2w must be [B, V, T, 4, 4] and K [B, V, T, 3, 3] matching latents' B={B}, V={V}; "
+                             f"got {tuple(c2w.shape)} and {tuple(K.shape)}")
+        T = c2w.shape[2]
+        tf = cfg.time_factor
+        want = 1 + (T - 1) // tf if cfg.causal_first_frame else T // tf
+        fits = ((T - 1) % tf == 0) if cfg.causal_first_frame else (T % tf == 0)
+        if not fits or want != Tl:
+            raise ValueError(f"{T} camera frames do not fit {Tl} latent frames with time factor {tf} "
+                             f"(causal first frame: {cfg.causal_first_frame}); the latents' shape does not fit "
+                             "the codec's factors: check the codec settings or the frame count")
+        if h % cfg.patch_size or w % cfg.patch_size:
+            raise ValueError(f"latent size {h}x{w} is not divisible by patch_size {cfg.patch_size}; "
+                             f"use images whose size is a multiple of {cfg.patch_size * cfg.space_factor}")
+        for name, t in (("latents", latents), ("c2w", c2w), ("K", K)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name} contains NaN or Inf; fix the clip (the teacher or codec produced it)")
+        if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
+            raise ValueError("K has a zero or negative focal length")
+
+    # ---- shared pieces -------------------------------------------------------------------------
+
+    def embed_tokens(self, latents: Tensor, c2w: Tensor, K: Tensor) -> Tensor:  # -> [B*V, L, D]
+        cfg = self.config
+        B, V, C, Tl, h, w = latents.shape
+        T = c2w.shape[2]
+        rel, _ = relative_cameras(c2w)
+        rays = latent_rays(rel, K, (h * cfg.space_factor, w * cfg.space_factor), (h, w))  # [B, V, T, h, w, 6]
+        rays = fold_frames(rays.reshape(B * V, T, h, w, 6), cfg.time_factor, cfg.causal_first_frame)
+        rays = rays.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 6, Tl, h, w)
+        tokens = self.latent_embed(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
+        return tokens + self.ray_embed(rays.to(self.dtype))
+
+    def mix_and_decode(self, tokens: Tensor, batch: int, views: int, latent_shape: tuple[int, int, int]) -> Tensor:
+        """tokens [S*V, L, D] (S scenes or scene-times) -> raw Gaussians [S, V, T, h, w, 12]."""
+        cfg = self.config
+        Tl, h, w = latent_shape
+        p = cfg.patch_size
+        D = tokens.shape[-1]
+        L = tokens.shape[1]
+        x = self.blocks(tokens.reshape(batch, views * L, D))  # all trajectories' tokens jointly
+        x = x.reshape(batch * views, Tl, h // p, w // p, D).permute(0, 4, 1, 2, 3)
+        raw = unfold_frames(self.head(x), cfg.time_factor, cfg.causal_first_frame)  # [S*V, 12, T, h, w]
+        return raw.permute(0, 2, 3, 4, 1).reshape(batch, views, -1, h, w, RAW_CHANNELS)
+
+    def to_gaussians(self, raw: Tensor, c2w: Tensor, K: Tensor) -> Gaussians:
+        """raw [B, (M,) V, T, h, w, 12] -> Gaussians [B, (M,) N] in world coordinates."""
+        cfg = self.config
+        h, w = raw.shape[-3:-1]
+        K_lat = resize_intrinsics(K, (h * cfg.space_factor, w * cfg.space_factor), (h, w))
+        origins, dirs = pixel_rays(c2w, K_lat, h, w)  # [B, V, T, h, w, 3] world rays
+        lead = raw.shape[:-5]
+        extra = len(lead) - 1  # a target-time dim M for dynamic decoders
+        for _ in range(extra):
+            origins, dirs = origins[:, None], dirs[:, None]
+        origins, dirs = origins.expand(raw.shape[:-1] + (3,)), dirs.expand(raw.shape[:-1] + (3,))
+        g = activate_gaussians(raw.reshape(*lead, -1, RAW_CHANNELS), origins.reshape(*lead, -1, 3),
+                               dirs.reshape(*lead, -1, 3), self.activation)
+        # Orientations were predicted in the first camera's frame: rotate them to world.
+        q_ref = rotmat_to_quat(c2w[:, 0, 0, :3, :3])
+        for _ in range(extra + 1):
+            q_ref = q_ref[:, None]
+        g.quats = quat_multiply(q_ref.to(g.quats.dtype).expand_as(g.quats), g.quats)
+        return g
+
+    # ---- interface -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        latents: Tensor,  # [B, V, C, T', h, w]
+        c2w: Tensor,  # [B, V, T, 4, 4]
+        K: Tensor,  # [B, V, T, 3, 3]
+        time: Tensor | None = None,  # [B, V, T] ignored by the static decoder
+        target_time: Tensor | None = None,  # [B, M] ignored by the static decoder
+    ) -> Gaussians:  # batch shape [B], N = V * T * h * w
+        self._check(latents, c2w, K)
+        B, V, _, Tl, h, w = latents.shape
+        tokens = self.embed_tokens(latents, c2w, K)
+        raw = self.mix_and_decode(tokens, B, V, (Tl, h, w))
+        return self.to_gaussians(raw.float(), c2w, K)

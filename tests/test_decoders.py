@@ -1,0 +1,119 @@
+"""Gaussian decoders: shapes, activations, world-frame equivariance, zero-init conditioning,
+diffusers-style save/load, and bad input."""
+
+import pytest
+import torch
+
+from lyra.models.decoders import DynamicGaussianDecoder, GaussianDecoder, StaticGaussianDecoder
+from lyra.render.cameras import look_at, make_intrinsics
+
+TINY = dict(latent_channels=8, width=32, num_layers=2, pattern="MA", d_state=8, headdim=16, attn_headdim=16,
+            chunk_size=8, gradient_checkpointing=False, far=20.0)
+
+
+def inputs(B=1, V=2, T=5, h=4, w=4, C=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Tl = 1 + (T - 1) // 4
+    lat = torch.randn(B, V, C, Tl, h, w, generator=g)
+    eye = torch.randn(B, V, T, 3, generator=g) * 0.3 + torch.tensor([0, 0, -3.0])
+    c2w = look_at(eye, torch.zeros(B, V, T, 3))
+    K = make_intrinsics(40.0, 40.0, 16.0, 16.0).expand(B, V, T, 3, 3)
+    return lat, c2w, K
+
+
+def test_static_decoder_shapes_and_activation_ranges():
+    torch.manual_seed(0)
+    dec = StaticGaussianDecoder(**TINY)
+    lat, c2w, K = inputs(B=2, V=2, T=5)
+    g = dec(lat, c2w, K)
+    assert g.batch_shape == (2,) and g.num_gaussians == 2 * 5 * 4 * 4  # one per latent pixel per frame
+    assert (g.opacities > 0).all() and (g.opacities < 1).all()
+    assert (g.scales > 0).all() and (g.scales <= 0.3 + 1e-6).all()
+    assert ((g.colors >= 0) & (g.colors <= 1)).all()
+    torch.testing.assert_close(g.quats.norm(dim=-1), torch.ones(2, g.num_gaussians))
+    # Every Gaussian lies on its pixel's ray within [near, far] of the camera centre.
+    d = (g.means.reshape(2, 2, 5, 16, 3) - c2w[:, :, :, None, :3, 3]).norm(dim=-1)
+    assert (d >= 0.1 - 1e-4).all() and (d <= 20.0 + 1e-3).all()
+
+
+def test_static_decoder_is_equivariant_to_the_world_frame():
+    """Moving the whole world rigidly moves the Gaussians with it (cameras are made relative)."""
+    torch.manual_seed(1)
+    dec = StaticGaussianDecoder(**TINY).eval()
+    lat, c2w, K = inputs(V=2, T=5)
+    Rt = look_at(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.3, 0.1, 2.0]))  # a rigid transform
+    g0 = dec(lat, c2w, K)
+    g1 = dec(lat, Rt @ c2w, K)
+    moved = g0.means @ Rt[:3, :3].T + Rt[:3, 3]
+    torch.testing.assert_close(g1.means, moved, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(g1.colors, g0.colors, atol=1e-5, rtol=1e-5)
+    from lyra.render.rotations import quat_to_rotmat
+
+    torch.testing.assert_close(quat_to_rotmat(g1.quats), Rt[:3, :3] @ quat_to_rotmat(g0.quats), atol=1e-4, rtol=1e-4)
+
+
+def test_ray_embedding_starts_at_zero_and_rays_then_matter():
+    torch.manual_seed(2)
+    dec = StaticGaussianDecoder(**TINY).eval()
+    lat, c2w, K = inputs()
+    other = c2w.clone()
+    other[..., :3, 3] += torch.randn_like(other[..., :3, 3]) * 0.2
+    with torch.no_grad():
+        r0 = dec.mix_and_decode(dec.embed_tokens(lat, c2w, K), 1, 2, (2, 4, 4))
+        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), 1, 2, (2, 4, 4))
+    torch.testing.assert_close(r0, r1)  # zero-initialised ray branch: cameras do not change raw outputs
+    torch.nn.init.normal_(dec.ray_embed.proj.weight, std=0.1)
+    with torch.no_grad():
+        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), 1, 2, (2, 4, 4))
+    assert not torch.allclose(r0, r1)
+
+
+def test_dynamic_decoder_one_set_per_target_time_and_static_at_init():
+    torch.manual_seed(3)
+    dyn = DynamicGaussianDecoder(**TINY).eval()
+    lat, c2w, K = inputs(B=2)
+    time = torch.linspace(0, 1, 5).expand(2, 2, 5)
+    g = dyn(lat, c2w, K, time=time, target_time=torch.tensor([[0.0, 0.5, 1.0]] * 2))
+    assert g.batch_shape == (2, 3)
+    # Zero-initialised time branches: all target times equal the static decoder with the same weights.
+    static = StaticGaussianDecoder(**TINY).eval()
+    static.load_state_dict({k: v for k, v in dyn.state_dict().items() if "time" not in k})
+    gs = static(lat, c2w, K)
+    for m in range(3):
+        torch.testing.assert_close(g.means[:, m], gs.means, atol=1e-5, rtol=1e-5)
+    torch.nn.init.normal_(dyn.target_time_embed.weight, std=0.5)
+    g = dyn(lat, c2w, K, time=time, target_time=torch.tensor([[0.0, 1.0]] * 2))
+    assert not torch.allclose(g.means[:, 0], g.means[:, 1])
+    with pytest.raises(ValueError, match="target_time"):
+        dyn(lat, c2w, K)
+
+
+def test_save_pretrained_round_trip_and_wrong_class(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(4)
+    dec = StaticGaussianDecoder(**TINY).eval()
+    dec.save_pretrained(tmp_path / "static")
+    back = StaticGaussianDecoder.from_pretrained(tmp_path / "static").eval()
+    lat, c2w, K = inputs()
+    torch.testing.assert_close(back(lat, c2w, K).means, dec(lat, c2w, K).means)
+    assert type(GaussianDecoder.from_pretrained(tmp_path / "static")) is StaticGaussianDecoder
+    with pytest.raises(ValueError, match="StaticGaussianDecoder"):
+        DynamicGaussianDecoder.from_pretrained(tmp_path / "static")
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        StaticGaussianDecoder.from_pretrained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda l, c, k: (l[:, :, :4], c, k), "channels"),
+        (lambda l, c, k: (l, c[:, :, :4], k[:, :, :4]), "latent frames"),
+        (lambda l, c, k: (l.index_fill(0, torch.tensor([0]), float("nan")), c, k), "NaN"),
+        (lambda l, c, k: (l, c.index_fill(0, torch.tensor([0]), float("inf")), k), "NaN or Inf"),
+        (lambda l, c, k: (l[..., :3], c, k), "divisible"),
+    ],
+)
+def test_bad_inputs(mutate, match):
+    dec = StaticGaussianDecoder(**TINY)
+    with pytest.raises(ValueError, match=match):
+        dec(*mutate(*inputs()))
