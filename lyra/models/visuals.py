@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
@@ -39,4 +41,10 @@ def log_validation_visuals(module, batch: ClipBatch, renders: dict[str, Tensor],
     K = batch.K[0, :1, 0].expand(n_orbit, 3, 3)[None]
     H, W = batch.rgb.shape[-3:-1]
     frames, _, _ = module.loss.render(g[0:1], c2w, K, H, W)
-    writer.add_image("val/orbit", torch.cat(list(frames[0].clamp(0, 1)), dim=1).permute(2, 0, 1).cpu(), step)
+    frames = frames[0].clamp(0, 1).cpu()
+    writer.add_image("val/orbit", torch.cat(list(frames), dim=1).permute(2, 0, 1), step)
+    log_dir = getattr(module.trainer, "log_dir", None)
+    if log_dir:  # TensorBoard videos need moviepy; an mp4 beside the logs needs nothing extra
+        from lyra.viz.video import write_video
+
+        write_video(Path(log_dir) / "val_orbit" / f"step{step:07d}.mp4", frames, fps=8)
