@@ -35,12 +35,24 @@ class CameraPath:
         validate_intrinsics(self.K, "CameraPath.K")
         if not torch.isfinite(self.c2w).all():
             raise ValueError("CameraPath.c2w contains NaN or Inf")
+        # Renderers invert c2w rigidly (transpose of R), so a scaled or sheared pose would silently misrender.
+        R = self.c2w[:, :3, :3].double()
+        ortho_err = (R.transpose(1, 2) @ R - torch.eye(3, dtype=torch.float64)).abs().amax().item()
+        bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+        bottom_err = (self.c2w[:, 3].double() - bottom).abs().amax().item()
+        if ortho_err > 1e-3 or bottom_err > 1e-6 or (torch.linalg.det(R) < 0).any():
+            raise ValueError(
+                "CameraPath.c2w must hold rigid camera-to-world poses (orthonormal rotation with det +1, last "
+                f"row [0, 0, 0, 1]); got rotation error {ortho_err:.3g}, last-row error {bottom_err:.3g}"
+            )
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
         if self.time is not None:
             self.time = torch.as_tensor(self.time, dtype=torch.float32)
             if self.time.shape != (len(self.c2w),):
                 raise ValueError(f"CameraPath.time must be [T]={len(self.c2w)}, got {tuple(self.time.shape)}")
+            if not (torch.isfinite(self.time).all() and (self.time >= 0).all() and (self.time <= 1).all()):
+                raise ValueError("CameraPath.time must lie in [0, 1] (normalised scene time); rescale it")
 
     def __len__(self) -> int:
         return self.c2w.shape[0]
@@ -54,6 +66,11 @@ class CameraPath:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CameraPath":
+        if not isinstance(d, dict):
+            raise ValueError(f"camera path JSON must be an object with keys width, height, c2w, K, "
+                             f"got {type(d).__name__}")
+        if d.get("format", FORMAT) != FORMAT:
+            raise ValueError(f"camera path format {d['format']!r} is not {FORMAT!r}; convert the file first")
         missing = [k for k in ("width", "height", "c2w", "K") if k not in d]
         if missing:
             raise ValueError(f"camera path JSON lacks {missing}; expected keys width, height, c2w, K[, time]")

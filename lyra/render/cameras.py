@@ -74,6 +74,8 @@ def resize_intrinsics(
 ) -> Tensor:  # [..., 3, 3]
     """Intrinsics after resizing the whole image (pixel-centre aligned, as F.interpolate with
     align_corners=False): a point at continuous pixel u maps to u * s."""
+    if min(*old_size, *new_size) <= 0:
+        raise ValueError(f"resize_intrinsics: sizes must be positive (height, width), got {old_size} -> {new_size}")
     sy = new_size[0] / old_size[0]
     sx = new_size[1] / old_size[1]
     K = K.clone()
@@ -96,7 +98,9 @@ def look_at(
     target: Tensor,  # [..., 3]
     up: Sequence[float] | Tensor = WORLD_UP,
 ) -> Tensor:  # [..., 4, 4] camera-to-world, OpenCV axes
-    eye = torch.as_tensor(eye, dtype=torch.float32)
+    eye = torch.as_tensor(eye)
+    if not eye.is_floating_point():
+        eye = eye.float()  # integer eyes; float64 stays float64 (trajectories are built in float64)
     target = torch.as_tensor(target, dtype=eye.dtype, device=eye.device)
     up = torch.as_tensor(up, dtype=eye.dtype, device=eye.device).expand_as(eye)
     forward = target - eye
@@ -104,8 +108,9 @@ def look_at(
     if (norm < 1e-12).any():
         raise ValueError("look_at: eye and target coincide; the viewing direction is undefined")
     z = forward / norm
-    # OpenCV y points down, i.e. against the world up vector.
-    x = torch.cross(z, -up, dim=-1)
+    # OpenCV y points down (against world up) and x = y cross z; crossing in the other order
+    # would give an upside-down camera (a 180-degree roll) with the same determinant.
+    x = torch.cross(-up, z, dim=-1)
     xn = x.norm(dim=-1, keepdim=True)
     if (xn < 1e-9).any():
         raise ValueError("look_at: viewing direction is parallel to `up`; pass another up vector")
@@ -140,8 +145,10 @@ def pixel_rays(
     K = K.to(dtype)
     fx, fy = K[..., 0, 0, None, None], K[..., 1, 1, None, None]
     cx, cy = K[..., 0, 2, None, None], K[..., 1, 2, None, None]
-    x = (u - cx) / fx
+    skew = K[..., 0, 1, None, None]
+    # K^-1 [u, v, 1] solved by back-substitution; skew is kept so rays invert world_to_pixels exactly.
     y = (v - cy) / fy
+    x = (u - cx - skew * y) / fx
     d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [..., H, W, 3]
     R = c2w[..., None, None, :3, :3]
     d = (R @ d_cam[..., None]).squeeze(-1)

@@ -58,6 +58,12 @@ def make_trajectory(
         raise ValueError(f"unknown trajectory kind {kind!r}; choose one of {LYRA_TRAJECTORIES}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if tuple(start_c2w.shape) != (4, 4):
+        raise ValueError(f"start_c2w must be one [4, 4] camera-to-world pose, got {tuple(start_c2w.shape)}")
+    if not scene_scale > 0:
+        raise ValueError(f"scene_scale must be > 0, got {scene_scale}")
+    if magnitude is not None and not magnitude >= 0:
+        raise ValueError(f"magnitude must be >= 0 (None draws it from {MAGNITUDE_RANGES[kind]}), got {magnitude}")
     if magnitude is None:
         lo, hi = MAGNITUDE_RANGES[kind]
         u = torch.rand((), generator=generator).item()
@@ -69,6 +75,9 @@ def make_trajectory(
     # Work in the start camera's own axes: x right, y down, z towards the centre.
     x_ax, y_ax = start_c2w[:3, 0], start_c2w[:3, 1]
     to_center = center - eye0
+    if to_center.norm() < 1e-9:
+        raise ValueError("make_trajectory: the start camera sits at `center`; place it away from the centre "
+                         "it looks at")
     z_ax = to_center / to_center.norm()
     t = torch.linspace(0.0, 1.0, num_frames, dtype=torch.float64)
     s = _smoothstep(t)[:, None]
@@ -104,6 +113,11 @@ def orbit(
     sweep_deg: float = 360.0,
 ) -> Tensor:  # [T, 4, 4]
     """A horizontal orbit around ``center`` (world up = -y), for previews and videos."""
+    if num_frames < 1 or not radius > 0:
+        raise ValueError(f"orbit needs num_frames >= 1 and radius > 0, got {num_frames} and {radius}")
+    if abs(elevation_deg) >= 90.0:
+        raise ValueError(f"orbit elevation_deg must lie in (-90, 90) (the view would be parallel to up), "
+                         f"got {elevation_deg}")
     center = torch.as_tensor(center, dtype=torch.float64)
     az = torch.deg2rad(start_azimuth_deg + torch.linspace(0, sweep_deg, num_frames + 1, dtype=torch.float64)[:-1])
     el = math.radians(elevation_deg)
@@ -119,16 +133,20 @@ def interpolate_poses(
     num_frames: int,
 ) -> Tensor:  # [T, 4, 4]
     """Resample a pose path to any frame count: slerp on rotations, linear on positions."""
+    if key_c2w.ndim != 3 or key_c2w.shape[1:] != (4, 4) or key_c2w.shape[0] < 1:
+        raise ValueError(f"key_c2w must be [K, 4, 4] with K >= 1, got {tuple(key_c2w.shape)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     k = key_c2w.shape[0]
     if k == 1:
         return key_c2w.expand(num_frames, 4, 4).clone()
-    pos = torch.linspace(0, k - 1, num_frames, dtype=torch.float64)
+    pos = torch.linspace(0, k - 1, num_frames, dtype=torch.float64, device=key_c2w.device)
     i0 = pos.floor().long().clamp(max=k - 2)
     frac = (pos - i0).to(key_c2w.dtype)
     q = rotmat_to_quat(key_c2w[:, :3, :3])
     qi = quat_slerp(q[i0], q[i0 + 1], frac)
     ti = key_c2w[i0, :3, 3] * (1 - frac[:, None]) + key_c2w[i0 + 1, :3, 3] * frac[:, None]
-    out = torch.zeros(num_frames, 4, 4, dtype=key_c2w.dtype)
+    out = torch.zeros(num_frames, 4, 4, dtype=key_c2w.dtype, device=key_c2w.device)
     out[:, :3, :3] = quat_to_rotmat(qi)
     out[:, :3, 3] = ti
     out[:, 3, 3] = 1.0

@@ -1,0 +1,282 @@
+"""The ``lyra`` command: render a Gaussian PLY along a camera path, make a demo scene, export paths.
+
+    lyra demo-scene --out scene.ply
+    lyra render --ply scene.ply --trajectory spiral --out video.mp4 --sheet sheet.png
+    lyra camera-path --ply scene.ply --trajectory left --out path.json
+
+Cameras follow lyra.render.cameras (OpenCV axes, world up = -y). Without ``--camera-path`` the
+camera is placed from the Gaussians: it looks at the median of the means from 20 degrees above,
+far enough that the sphere holding 95 % of the means fits the view; trajectory magnitudes are the
+middle of Lyra's ranges times that distance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from lyra.render.camera_path import CameraPath
+from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, resize_intrinsics
+from lyra.render.gaussians import Gaussians
+from lyra.render.ply import load_ply, save_ply
+from lyra.render.rasterization import rasterization
+from lyra.render.trajectories import LYRA_TRAJECTORIES, MAGNITUDE_RANGES, interpolate_poses, make_trajectory, orbit
+from lyra.viz.demo_scene import demo_scene
+from lyra.viz.video import write_contact_sheet, write_video
+
+TRAJECTORIES = (*LYRA_TRAJECTORIES, "orbit")
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+MAX_SIZE = 4096
+
+
+def frame_scene(
+    means: Tensor,  # [N, 3]
+    fov_x_deg: float,
+    width: int,
+    height: int,
+) -> tuple[Tensor, float]:  # centre [3], camera distance
+    """Median centre (robust to stray splats) and the distance at which the 95 % sphere fits the view."""
+    if means.shape[0] == 0:
+        raise ValueError("the scene has no Gaussians; nothing to frame or render")
+    center = means.median(dim=0).values
+    dist = (means - center).norm(dim=-1).double()
+    dist = dist[:: max(1, len(dist) // 1_000_000)]  # torch.quantile refuses inputs over 2^24 elements
+    radius = torch.quantile(dist, 0.95).item()
+    half_x = math.radians(fov_x_deg) / 2
+    half_y = math.atan(math.tan(half_x) * height / width)
+    return center, 1.1 * max(radius, 1e-3) / math.sin(min(half_x, half_y))
+
+
+def auto_camera_path(
+    kind: str,
+    center: Tensor,  # [3]
+    distance: float,
+    num_frames: int,
+    width: int,
+    height: int,
+    fov_x_deg: float = 60.0,
+    magnitude: float | None = None,
+    elevation_deg: float = 20.0,
+) -> CameraPath:
+    """``kind`` from a start view ``elevation_deg`` above ``center`` on its -z side (world up = -y);
+    Lyra paths move by ``magnitude`` x ``distance`` (default: the middle of the family's range)."""
+    if kind not in TRAJECTORIES:
+        raise ValueError(f"unknown trajectory {kind!r}; choose one of {', '.join(TRAJECTORIES)}")
+    K = intrinsics_from_fov(fov_x_deg, width, height)
+    if kind == "orbit":
+        c2w = orbit(center, distance, num_frames, elevation_deg=elevation_deg)
+    else:
+        el = math.radians(elevation_deg)
+        eye = center.double() + distance * torch.tensor([0.0, -math.sin(el), -math.cos(el)], dtype=torch.float64)
+        if magnitude is None:
+            magnitude = sum(MAGNITUDE_RANGES[kind]) / 2
+        start = look_at(eye, center.double())
+        c2w = make_trajectory(kind, start, center, num_frames, scene_scale=distance, magnitude=magnitude)
+    return CameraPath(c2w, K, width, height)
+
+
+def resample_path(path: CameraPath, num_frames: int | None, size: tuple[int, int] | None) -> CameraPath:
+    """A loaded path at another frame count (slerped poses, interpolated K) and/or image size."""
+    c2w, K, w, h = path.c2w, path.K, path.width, path.height
+    if num_frames is not None and num_frames != len(path):
+        c2w = interpolate_poses(path.c2w, num_frames)
+        pos = torch.linspace(0, len(path) - 1, num_frames)
+        i0 = pos.floor().long().clamp(max=max(len(path) - 2, 0))
+        i1 = (i0 + 1).clamp(max=len(path) - 1)
+        frac = (pos - i0)[:, None, None]
+        K = K[i0] * (1 - frac) + K[i1] * frac
+    if size is not None and size != (w, h):
+        K = resize_intrinsics(K, (h, w), (size[1], size[0]))
+        w, h = size
+    return CameraPath(c2w, K, w, h)
+
+
+@torch.no_grad()
+def render_path(
+    gaussians: Gaussians,  # unbatched, N Gaussians
+    path: CameraPath,
+    background: Sequence[float] = BACKGROUNDS["white"],
+    cameras_per_call: int = 8,
+    device: str | torch.device = "cpu",
+) -> Tensor:  # [T, H, W, 3] float in [0, 1]
+    if gaussians.batch_shape:
+        raise ValueError(f"render_path takes one scene, got batch_shape {tuple(gaussians.batch_shape)}")
+    g = gaussians.to(device=device, dtype=torch.float32)
+    viewmats = c2w_to_viewmat(path.c2w).to(device)
+    Ks = path.K.to(device)
+    bg = torch.tensor(background, dtype=torch.float32, device=device)
+    frames = []
+    for i in range(0, len(path), cameras_per_call):
+        view, K = viewmats[i:i + cameras_per_call], Ks[i:i + cameras_per_call]
+        rgb, _, _ = rasterization(g.means, g.quats, g.scales, g.opacities, g.colors, view, K, path.width,
+                                  path.height, sh_degree=g.sh_degree, backgrounds=bg.expand(len(view), 3))
+        frames.append(rgb.clamp(0.0, 1.0).cpu())
+    return torch.cat(frames)
+
+
+# ---- command line -----------------------------------------------------------------------------------
+
+
+def _size(text: str) -> tuple[int, int]:  # "128" or "160x120" (width x height)
+    try:
+        w, h = (int(v) for v in text.lower().split("x")) if "x" in text.lower() else (int(text),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be N or WxH in pixels (e.g. 128 or 160x120), got {text!r}")
+    if not (2 <= w <= MAX_SIZE and 2 <= h <= MAX_SIZE) or w % 2 or h % 2:
+        raise argparse.ArgumentTypeError(
+            f"size {w}x{h} is not allowed: width and height must be even (H.264 needs it) and in [2, {MAX_SIZE}]")
+    return w, h
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fov(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 170.0:
+        raise argparse.ArgumentTypeError(f"fov is a horizontal field of view in degrees within [1, 170], got {text}")
+    return value
+
+
+def _trajectory(text: str) -> str:
+    kind = text.replace("-", "_")
+    if kind not in TRAJECTORIES:
+        raise argparse.ArgumentTypeError(f"unknown trajectory {text!r}; choose one of {', '.join(TRAJECTORIES)}")
+    return kind
+
+
+def _add_camera_args(p: argparse.ArgumentParser) -> None:
+    # Defaults are None so that, with --camera-path, only what the user asked for overrides the file.
+    p.add_argument("--trajectory", type=_trajectory, default=None,
+                   help=f"one of {', '.join(TRAJECTORIES)} (default orbit)")
+    p.add_argument("--frames", type=_positive_int, default=None, help="number of frames (default 24)")
+    p.add_argument("--size", type=_size, default=None, help="N or WxH, even (default 128)")
+    p.add_argument("--fov", type=_fov, default=60.0, help="horizontal field of view in degrees (default 60)")
+    p.add_argument("--magnitude", type=float, default=None,
+                   help="travel of a Lyra trajectory in units of the camera distance (default: middle of its range)")
+
+
+def _load_gaussians(path: Path) -> Gaussians:
+    from plyfile import PlyParseError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"PLY file {str(path)!r} does not exist; make one with `lyra demo-scene --out {path}`")
+    try:
+        return load_ply(path)
+    except PlyParseError as err:
+        raise ValueError(f"{str(path)!r} is not a readable PLY file ({err}); pass a 3DGS PLY") from None
+
+
+def _camera_path(args: argparse.Namespace, gaussians: Gaussians | None) -> CameraPath:
+    explicit = getattr(args, "camera_path", None)
+    if explicit is not None:
+        if args.trajectory is not None:
+            raise ValueError("pass either --camera-path or --trajectory, not both")
+        if not Path(explicit).is_file():
+            raise FileNotFoundError(f"camera path {str(explicit)!r} does not exist; export one with `lyra camera-path`")
+        return resample_path(CameraPath.load(explicit), args.frames, args.size)
+    w, h = args.size or (128, 128)
+    if gaussians is not None:
+        center, distance = frame_scene(gaussians.means, args.fov, w, h)
+    else:
+        center, distance = torch.tensor(args.center, dtype=torch.float32), args.distance
+    return auto_camera_path(args.trajectory or "orbit", center, distance, args.frames or 24, w, h, args.fov,
+                            args.magnitude)
+
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    gaussians = _load_gaussians(Path(args.ply))
+    path = _camera_path(args, gaussians)
+    if path.width % 2 or path.height % 2:
+        raise ValueError(f"the camera path is {path.width}x{path.height}; mp4 needs even sizes: pass --size")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    frames = render_path(gaussians, path, BACKGROUNDS[args.background], device=device)
+    write_video(args.out, frames, fps=args.fps)
+    if args.sheet:
+        write_contact_sheet(args.sheet, frames)
+    print(f"wrote {args.out} ({len(path)} frames, {path.width}x{path.height})"
+          + (f" and {args.sheet}" if args.sheet else ""))
+
+
+def _cmd_demo_scene(args: argparse.Namespace) -> None:
+    save_ply(args.out, demo_scene(args.n, seed=args.seed))
+    print(f"wrote {args.out} ({args.n} Gaussians)")
+
+
+def _cmd_camera_path(args: argparse.Namespace) -> None:
+    gaussians = _load_gaussians(Path(args.ply)) if args.ply else None
+    path = _camera_path(args, gaussians)
+    path.save(args.out)
+    print(f"wrote {args.out} ({len(path)} frames, {path.width}x{path.height})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="render a 3DGS PLY along a camera path to an mp4 (+ PNG contact sheet)")
+    r.add_argument("--ply", required=True, help="3DGS PLY file (lyra.render.save_ply layout)")
+    r.add_argument("--out", required=True, help="output video, .mp4")
+    r.add_argument("--sheet", default=None, help="optional PNG contact sheet of evenly spaced frames")
+    r.add_argument("--camera-path", default=None, help="camera path JSON (`lyra camera-path`) instead of --trajectory")
+    r.add_argument("--background", choices=sorted(BACKGROUNDS), default="white")
+    r.add_argument("--fps", type=_positive_float, default=24.0)
+    r.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    _add_camera_args(r)
+    r.set_defaults(func=_cmd_render)
+
+    d = sub.add_parser("demo-scene", help="write a small procedural Gaussian scene (snowman, tree, ring, ground)")
+    d.add_argument("--out", required=True, help="output PLY")
+    d.add_argument("--n", type=_positive_int, default=20000, help="number of Gaussians (default 20000)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo_scene)
+
+    c = sub.add_parser("camera-path", help="export a trajectory as camera path JSON")
+    c.add_argument("--out", required=True, help="output JSON")
+    c.add_argument("--ply", default=None, help="frame this scene (else use --center and --distance)")
+    c.add_argument("--center", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"))
+    c.add_argument("--distance", type=_positive_float, default=3.0, help="camera distance from --center (default 3)")
+    _add_camera_args(c)
+    c.set_defaults(func=_cmd_camera_path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "render" and not str(args.out).lower().endswith(".mp4"):
+        parser.error(f"--out must name an .mp4 file, got {args.out!r}")
+    if getattr(args, "sheet", None) and not str(args.sheet).lower().endswith(".png"):
+        parser.error(f"--sheet must name a .png file, got {args.sheet!r}")
+    try:
+        args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        parser.exit(2, f"lyra {args.command}: error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

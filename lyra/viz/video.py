@@ -1,0 +1,110 @@
+"""Video (mp4, H.264) and contact-sheet (PNG) writers for rendered frames, written atomically."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from torch import Tensor
+
+from lyra.utils.atomic import atomic_path
+
+
+def to_uint8(frames: Tensor | np.ndarray) -> np.ndarray:  # [..., H, W, 3] float in [0, 1] or uint8
+    """Frames as uint8 numpy; floats are clipped to [0, 1] and rounded (not truncated)."""
+    if isinstance(frames, Tensor):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        return frames
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise TypeError(f"frames must be float in [0, 1] or uint8, got {frames.dtype}")
+    if not np.isfinite(frames).all():
+        raise ValueError("frames contain NaN or Inf; check the renderer's output before writing it")
+    return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _check_frames(frames: np.ndarray) -> None:  # [T, H, W, 3]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"frames must be [T, H, W, 3] with T >= 1, got {tuple(frames.shape)}")
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Tensor | np.ndarray,  # [T, H, W, 3] float in [0, 1] or uint8
+    fps: float = 24.0,
+    quality: float = 8.0,
+) -> None:
+    """Write an H.264 mp4 (yuv420p, plays everywhere) through imageio's ffmpeg, atomically.
+
+    yuv420p subsamples chroma 2x2, so width and height must be even; we refuse odd sizes rather
+    than silently resizing (imageio's default) so a video's size is always the size asked for.
+    """
+    import imageio_ffmpeg
+
+    frames = to_uint8(frames)
+    _check_frames(frames)
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"mp4 (H.264 yuv420p) needs even width and height, got {w}x{h}; render at an even size")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    with atomic_path(path) as tmp:
+        # The temp name ends in .tmp, so name the container explicitly instead of by extension.
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+            quality=quality, macro_block_size=1, output_params=["-f", "mp4"], ffmpeg_log_level="error")
+        writer.send(None)
+        try:
+            for frame in frames:
+                writer.send(np.ascontiguousarray(frame))
+        finally:
+            writer.close()
+
+
+def contact_sheet(
+    frames: Tensor | np.ndarray,  # [T, H, W, 3] float in [0, 1] or uint8
+    max_frames: int = 12,
+    columns: int | None = None,
+    border: int = 2,
+) -> np.ndarray:  # [rows * (H + border) + border, columns * (W + border) + border, 3] uint8
+    """Tile up to ``max_frames`` evenly spaced frames (first and last included) on a grey grid."""
+    frames = to_uint8(frames)
+    _check_frames(frames)
+    if max_frames < 1 or border < 0:
+        raise ValueError(f"max_frames must be >= 1 and border >= 0, got {max_frames} and {border}")
+    t, h, w, _ = frames.shape
+    n = min(t, max_frames)
+    picks = np.round(np.linspace(0, t - 1, n)).astype(int)
+    cols = columns if columns is not None else math.ceil(math.sqrt(n * h / w))  # roughly square sheet
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    sheet = np.full((rows * (h + border) + border, cols * (w + border) + border, 3), 128, dtype=np.uint8)
+    for k, i in enumerate(picks):
+        r, c = divmod(k, cols)
+        y, x = border + r * (h + border), border + c * (w + border)
+        sheet[y:y + h, x:x + w] = frames[i]
+    return sheet
+
+
+def write_png(path: str | os.PathLike, image: Tensor | np.ndarray) -> None:  # [H, W, 3]
+    import imageio.v3 as iio
+
+    image = to_uint8(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3], got {tuple(image.shape)}")
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, image, extension=".png")
+
+
+def write_contact_sheet(
+    path: str | os.PathLike,
+    frames: Tensor | np.ndarray,  # [T, H, W, 3]
+    max_frames: int = 12,
+    columns: int | None = None,
+) -> np.ndarray:  # the sheet that was written, [H', W', 3] uint8
+    sheet = contact_sheet(frames, max_frames=max_frames, columns=columns)
+    write_png(path, sheet)
+    return sheet
+
