@@ -1,0 +1,3 @@
+"""Clips (the data contract), video codecs, procedural worlds, generators, shards, DataModules."""
+
+from lyra.data.clip import Clip, ClipBatch

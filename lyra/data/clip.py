@@ -172,8 +172,11 @@ class ClipBatch:
         metric = {t.depth_is_metric for t in tgt}
         if len(metric) > 1:
             raise ValueError("a batch mixes metric and non-metric depth; keep one kind per dataset")
+        heldout = None
+        if any("heldout" in t.meta for t in tgt):
+            heldout = torch.tensor([t.meta.get("heldout", [False] * t.num_views) for t in tgt], dtype=torch.bool)
         return cls(latents=stack(src, "latents"), src_c2w=stack(src, "c2w"), src_K=stack(src, "K"),
                    src_time=stack(src, "time"), rgb=stack(tgt, "rgb"), c2w=stack(tgt, "c2w"),
                    K=stack(tgt, "K"), time=stack(tgt, "time"), depth=stack(tgt, "depth"),
                    gt_rgb=stack(tgt, "gt_rgb"), depth_is_metric=metric.pop(),
-                   captions=[t.caption for t in tgt])
+                   captions=[t.caption for t in tgt], heldout=heldout)

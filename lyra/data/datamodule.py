@@ -1,0 +1,299 @@
+"""DataModules: ``ClipDataModule`` (student training data) and ``IndexDataModule`` (teacher predict).
+
+Splits come from disjoint clip-index ranges, hence disjoint scene seeds: train ``[0, 1e6)``, val
+``[1e6, 2e6)``, test ``[2e6, 3e6)`` (``SPLIT_OFFSETS``). A cache holds whichever ranges were
+generated into it (``IndexDataModule(start=1_000_000)`` writes val clips).
+
+Each sample is a (source, target) pair of one clip: the source keeps the chosen views with every
+frame (latents + source cameras), the target the same views with ``target_frames`` frames per
+trajectory (drawn without replacement, independently per trajectory). Sampling protocol per split:
+
+- train: views and frames drawn from ``(seed, epoch, index)``; index order shuffled per epoch;
+- val: drawn from ``(seed, index)`` only, so every epoch sees the same targets;
+- test: fixed, the first ``max`` views and ``test_target_frames`` evenly spaced frames (shared by all
+  views): a scripted, reproducible protocol. With ``heldout_views`` = h the decoder reads all but
+  the last h of those views and the target holds every one of them, held-out ones flagged
+  (``ClipBatch.heldout``; docs/evaluation.md).
+
+The number of views is drawn once per *batch* (samples of a batch must stack). Indices are split
+by (rank, world size, DataLoader worker) with no duplicates; train drops the < world_size
+remainder and incomplete batches so every rank runs the same number of steps, val / test keep
+every clip (ranks may then differ by one batch).
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import replace
+from typing import Callable, Literal, Sequence
+
+import lightning
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from lyra.data.clip import Clip, ClipBatch
+from lyra.data.shards import ShardReader
+from lyra.models.teacher import TeacherModule
+
+Split = Literal["train", "val", "test"]
+SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+SPLIT_SIZE = 1_000_000
+PER_FRAME_FIELDS = ("rgb", "c2w", "K", "time", "depth", "gt_rgb")
+
+
+def _seed(*parts: int) -> int:  # stable across processes (unlike hash())
+    return zlib.crc32(np.asarray(parts, dtype=np.int64).tobytes())
+
+
+class TeacherSource:
+    def __init__(self, teacher: TeacherModule) -> None:
+        self.teacher = teacher
+
+    def __call__(self, index: int) -> Clip:
+        return self.teacher.make_clip(index)
+
+
+class ShardSource:
+    def __init__(self, reader: ShardReader) -> None:
+        self.reader = reader
+
+    def __call__(self, index: int) -> Clip:
+        return self.reader.load(index)
+
+
+class ClipStream(IterableDataset):
+    """Yields ``ClipBatch``es of ``batch_size`` samples of ``indices``, split by rank and worker."""
+
+    def __init__(
+        self,
+        indices: Sequence[int],
+        source: Callable[[int], Clip],
+        split: Split,
+        batch_size: int,
+        num_views: int | tuple[int, int],
+        target_frames: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        heldout_views: int = 0,
+    ) -> None:
+        self.indices, self.source, self.split = list(indices), source, split
+        self.heldout_views = heldout_views
+        self.batch_size, self.target_frames, self.seed = batch_size, target_frames, seed
+        self.views = (num_views, num_views) if isinstance(num_views, int) else tuple(num_views)
+        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self.epoch = 0
+
+    def indices_for(self, worker_id: int, num_workers: int) -> list[int]:
+        """This (rank, worker)'s clip indices, in iteration order."""
+        order = list(self.indices)
+        if self.split == "train":
+            perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch)))
+            order = [order[i] for i in perm.tolist()]
+            order = order[: len(order) // self.world_size * self.world_size]  # same step count on every rank
+        return order[self.rank :: self.world_size][worker_id :: max(num_workers, 1)]
+
+    def _batches(self, n: int) -> int:
+        return n // self.batch_size if self.split == "train" else -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        return sum(self._batches(len(self.indices_for(w, self.num_workers))) for w in range(max(self.num_workers, 1)))
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:
+            # A worker's global RNGs differ per (seed, epoch, rank, worker) for any generator that
+            # draws from them (the main process's are left alone); our own draws below depend on
+            # the clip index only, whatever the topology.
+            s = _seed(self.seed, self.epoch, self.rank, wid)
+            torch.manual_seed(s), np.random.seed(s), random.seed(s)
+        mine = self.indices_for(wid, nw)
+        for b in range(self._batches(len(mine))):
+            chunk = mine[b * self.batch_size : (b + 1) * self.batch_size]
+            n_views = self._num_views(chunk[0])
+            yield ClipBatch.collate([self.sample(self.source(i), i, n_views) for i in chunk])
+
+    def _rng(self, *parts: int) -> torch.Generator:
+        epoch = self.epoch if self.split == "train" else 0
+        return torch.Generator().manual_seed(_seed(self.seed, epoch, *parts))
+
+    def _num_views(self, first_index: int) -> int:
+        lo, hi = self.views
+        if self.split == "test" or lo == hi:
+            return hi
+        return int(torch.randint(lo, hi + 1, (), generator=self._rng(first_index, 1)))
+
+    def sample(self, clip: Clip, index: int, n_views: int) -> tuple[Clip, Clip]:
+        V, T = clip.num_views, clip.num_frames
+        if n_views > V or self.target_frames > T:
+            raise ValueError(f"clip {index} has {V} views x {T} frames; num_views={self.views} / target_frames="
+                             f"{self.target_frames} ask for more. Lower them or generate larger clips")
+        g = self._rng(index, 2)
+        if self.split == "test":
+            views = torch.arange(n_views)
+            frames = torch.linspace(0, T - 1, self.target_frames).round().long().expand(n_views, -1)
+            if self.heldout_views:
+                return self._heldout_sample(clip, views, frames)
+        else:
+            views = torch.randperm(V, generator=g)[:n_views].sort().values
+            frames = torch.stack([torch.randperm(T, generator=g)[: self.target_frames].sort().values
+                                  for _ in range(n_views)])
+        src = clip.select(views=views)
+        rows = torch.arange(n_views)[:, None]
+        tgt = replace(src, **{k: getattr(src, k)[rows, frames] for k in PER_FRAME_FIELDS
+                              if getattr(src, k) is not None})
+        return src, tgt
+
+    def _heldout_sample(self, clip: Clip, views: torch.Tensor, frames: torch.Tensor) -> tuple[Clip, Clip]:
+        """Test protocol (docs/evaluation.md): the decoder reads all but the last ``heldout_views``
+        trajectories; targets are the evenly spaced frames of every trajectory, held-out ones marked."""
+        n_src = len(views) - self.heldout_views
+        if n_src < 1:
+            raise ValueError(f"heldout_views={self.heldout_views} leaves no source view out of {len(views)}; "
+                             "lower heldout_views or raise num_views")
+        src = clip.select(views=views[:n_src])
+        every = clip.select(views=views)
+        rows = torch.arange(len(views))[:, None]
+        tgt = replace(every, **{k: getattr(every, k)[rows, frames] for k in PER_FRAME_FIELDS
+                                if getattr(every, k) is not None})
+        tgt.meta = {**tgt.meta, "heldout": [i >= n_src for i in range(len(views))]}
+        return src, tgt
+
+
+class _EpochDataLoader(DataLoader):
+    """Tells its ``ClipStream`` the epoch before each pass (workers are forked after it)."""
+
+    epoch_source: Callable[[], int | None] = staticmethod(lambda: None)
+    _passes = 0
+
+    def __iter__(self):
+        epoch = self.epoch_source()
+        self.dataset.epoch = self._passes if epoch is None else epoch
+        self._passes += 1
+        return super().__iter__()
+
+
+class ClipDataModule(lightning.LightningDataModule):
+    def __init__(
+        self,
+        source: Literal["on_the_fly", "shards"] = "on_the_fly",
+        teacher: TeacherModule | None = None,
+        shard_dir: str | None = None,
+        num_views: int | tuple[int, int] = 6,
+        target_frames: int = 9,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        num_train_clips: int | None = 1000,
+        num_val_clips: int | None = 4,
+        num_test_clips: int | None = 8,
+        seed: int = 0,
+        heldout_views: int = 0,
+        test_target_frames: int | None = None,
+    ) -> None:
+        """``test_target_frames``: evenly spaced target frames per trajectory in the test split
+        (default: ``target_frames``; 5 of 17 frames = every 4th, the protocol in docs/evaluation.md).
+        ``heldout_views``: in the test split, the last this-many trajectories are not given to the
+        decoder and are evaluated against ground truth (docs/evaluation.md)."""
+        super().__init__()
+        if heldout_views < 0:
+            raise ValueError(f"heldout_views must be >= 0, got {heldout_views}")
+        self.heldout_views = heldout_views
+        if source == "on_the_fly" and teacher is None:
+            raise ValueError("source='on_the_fly' needs a teacher (TeacherModule); or use source='shards' + shard_dir")
+        if source == "shards" and not shard_dir:
+            raise ValueError("source='shards' needs shard_dir (a cache written by `lightning predict` + ClipWriter)")
+        if source not in ("on_the_fly", "shards"):
+            raise ValueError(f"source must be 'on_the_fly' or 'shards', got {source!r}")
+        lo, hi = (num_views, num_views) if isinstance(num_views, int) else tuple(num_views)
+        if not 1 <= lo <= hi:
+            raise ValueError(f"num_views must be an int >= 1 or a (min, max) range with 1 <= min <= max, "
+                             f"got {num_views}")
+        for name, v in (("target_frames", target_frames), ("batch_size", batch_size)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        counts = {"train": num_train_clips, "val": num_val_clips, "test": num_test_clips}
+        for split, n in counts.items():
+            if n is not None and not 0 <= n <= SPLIT_SIZE:
+                raise ValueError(f"num_{split}_clips must lie in [0, {SPLIT_SIZE}] (splits use disjoint index "
+                                 f"ranges of that size), got {n}")
+            if n is None and source == "on_the_fly":
+                raise ValueError(f"num_{split}_clips=None (all clips) needs source='shards'; give a count")
+        self.source, self.teacher, self.shard_dir = source, teacher, shard_dir
+        self.num_views, self.target_frames, self.batch_size = (lo, hi), target_frames, batch_size
+        if test_target_frames is not None and test_target_frames < 1:
+            raise ValueError(f"test_target_frames must be a positive int, got {test_target_frames}")
+        self.test_target_frames = test_target_frames or target_frames
+        self.num_workers, self.counts, self.seed = num_workers, counts, seed
+        self._reader: ShardReader | None = None
+
+    def split_indices(self, split: Split) -> list[int]:
+        lo, n = SPLIT_OFFSETS[split], self.counts[split]
+        if self.source == "on_the_fly":
+            return list(range(lo, lo + n))
+        self._reader = self._reader or ShardReader(self.shard_dir)
+        found = [i for i in self._reader.indices if lo <= i < lo + SPLIT_SIZE]
+        if n is not None and len(found) < n:
+            raise ValueError(f"{self.shard_dir} holds {len(found)} {split} clips (indices {lo}..{lo + SPLIT_SIZE - 1}) "
+                             f"but num_{split}_clips={n}; generate more (IndexDataModule start={lo}) or lower it")
+        return found if n is None else found[:n]
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def dataset(self, split: Split) -> ClipStream:
+        indices = self.split_indices(split)
+        if not indices:
+            raise ValueError(f"the {split} split is empty: set num_{split}_clips > 0 (or generate {split} clips "
+                             f"into the cache with IndexDataModule start={SPLIT_OFFSETS[split]})")
+        source = TeacherSource(self.teacher) if self.source == "on_the_fly" else ShardSource(self._reader)
+        rank, world = self._rank()
+        frames = self.test_target_frames if split == "test" else self.target_frames
+        return ClipStream(indices, source, split, self.batch_size, self.num_views, frames,
+                          self.seed, rank, world, self.num_workers, heldout_views=self.heldout_views)
+
+    def _loader(self, split: Split) -> DataLoader:
+        loader = _EpochDataLoader(self.dataset(split), batch_size=None, num_workers=self.num_workers)
+        loader.epoch_source = lambda: self.trainer.current_epoch if self.trainer is not None else None
+        return loader
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.counts["val"] == 0:
+            return []  # num_val_clips=0: no validation
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class IndexDataModule(lightning.LightningDataModule):
+    """Clip indices ``start .. start + num_clips - 1`` for ``TeacherModule`` predict runs, minus those
+    any callback with ``completed_indices()`` (``ClipWriter``) already stored: restarts resume."""
+
+    def __init__(self, num_clips: int = 8, start: int = 0, batch_size: int = 1) -> None:
+        super().__init__()
+        if num_clips < 0 or start < 0 or batch_size < 1:
+            raise ValueError(f"need num_clips >= 0, start >= 0, batch_size >= 1; "
+                             f"got {num_clips}, {start}, {batch_size}")
+        self.clip_indices = range(start, start + num_clips)
+        self.batch_size = batch_size
+
+    def pending_indices(self) -> list[int]:
+        done: set[int] = set()
+        for cb in self.trainer.callbacks if self.trainer is not None else []:
+            if callable(getattr(cb, "completed_indices", None)):
+                done |= cb.completed_indices()
+        return [i for i in self.clip_indices if i not in done]
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.pending_indices(), batch_size=self.batch_size, shuffle=False)

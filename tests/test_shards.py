@@ -1,0 +1,211 @@
+"""Clip cache: round trip, checksums, validation before writing, debris cleanup, kill + resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lyra.data.clip import Clip
+from lyra.data.codecs import DCTCodec
+from lyra.data.generators import ProceduralGenerator
+from lyra.data.shards import MANIFEST, ShardReader, ShardWriter, read_records
+from lyra.models.teacher import TeacherModule
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = {"teacher": "test"}
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[Clip]:
+    teacher = TeacherModule(ProceduralGenerator(seed=1, num_views=2, num_objects=(2, 3)),
+                            DCTCodec(latent_channels=48), num_frames=5, height=32, width=32)
+    return [teacher.make_clip(i) for i in range(5)]
+
+
+def stored(clip: Clip) -> dict:
+    """What a cache must give back: the clip after the contract's storage conversion."""
+    return Clip.from_numpy_dict(clip.to_numpy_dict()).to_numpy_dict()
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], np.ndarray):
+            assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k
+
+
+def write(root: Path, clips: list[Clip], per_shard: int = 2) -> ShardWriter:
+    w = ShardWriter(root, per_shard)
+    w.prepare(CONFIG, requested=[c.meta["index"] for c in clips])
+    w.add(clips)
+    w.finish()
+    return w
+
+
+def test_round_trip_manifest_and_checksums(tmp_path, clips):
+    write(tmp_path, clips)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["num_clips"] == 5 and manifest["config"] == CONFIG
+    assert manifest["fields"]["rgb"] == {"shape": [2, 5, 32, 32, 3], "dtype": "uint8"}
+    assert [s["indices"] for s in manifest["shards"]] == [[0, 1], [2, 3], [4]]
+    for s in manifest["shards"]:
+        assert hashlib.sha256((tmp_path / s["file"]).read_bytes()).hexdigest() == s["sha256"]
+    reader = ShardReader(tmp_path)
+    assert reader.indices == [0, 1, 2, 3, 4]
+    for clip in clips:
+        assert_same(reader.load(clip.meta["index"]).to_numpy_dict(), stored(clip))
+    assert_same(reader[3].to_numpy_dict(), stored(clips[3]))
+
+
+def test_corrupt_or_missing_shard_is_an_error_naming_the_file(tmp_path, clips):
+    write(tmp_path, clips)
+    shard = tmp_path / "shards" / read_records(tmp_path)[1]["file"]
+    blob = bytearray(shard.read_bytes())
+    blob[-100] ^= 0xFF  # one flipped bit inside the rgb bytes: still a loadable safetensors file
+    shard.write_bytes(bytes(blob))
+    reader = ShardReader(tmp_path)
+    reader.load(0)  # other shards stay readable
+    with pytest.raises(ValueError, match=f"{shard.name}.*checksum mismatch"):
+        reader.load(2)
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match=shard.name):
+        ShardReader(tmp_path)
+
+
+def test_bad_clips_are_rejected_before_anything_is_written(tmp_path, clips):
+    w = ShardWriter(tmp_path, clips_per_shard=2)
+    w.prepare(CONFIG)
+    nan = replace(clips[1])
+    nan.latents = clips[1].latents.clone()
+    nan.latents[0, 0, 0, 0, 0] = float("nan")  # as if a codec broke after the clip was built
+    with pytest.raises(ValueError, match="latents contains NaN"):
+        w.add([clips[0], nan])
+    other = TeacherModule(ProceduralGenerator(seed=1, num_views=3, num_objects=(2, 3)),
+                          DCTCodec(latent_channels=48), num_frames=5, height=32, width=32).make_clip(9)
+    with pytest.raises(ValueError, match=r"clip 9 disagrees .*latents: expected \{'shape': \[2,"):
+        w.add([clips[0], other])
+    assert w.buffer == [] and not list((tmp_path / "shards").iterdir())
+    w.add([clips[0]])
+    with pytest.raises(ValueError, match=r"clip 9 disagrees"):  # the reference survives across batches
+        w.add([other])
+    w.add([clips[1]])  # completes shard [0, 1]
+    for dup in ([clips[1]], [clips[2], clips[2]]):
+        with pytest.raises(ValueError, match=r"clip [12] is already stored"):
+            w.add(dup)
+    assert [r["indices"] for r in read_records(tmp_path)] == [[0, 1]] and w.buffer == []
+
+
+def test_resume_refuses_another_config_and_reports_unfinished_caches(tmp_path, clips):
+    w = ShardWriter(tmp_path, 2)
+    w.prepare(CONFIG, requested=range(5))
+    w.add(clips[:3])  # one full shard written, one clip buffered: then the run "dies"
+    with pytest.raises(ValueError, match="unfinished generation: 3 requested clips"):
+        ShardReader(tmp_path)
+    assert ShardReader(tmp_path, allow_incomplete=True).indices == [0, 1]
+    with pytest.raises(ValueError, match=r"another teacher config \(teacher: cache 'test', now 'other'\)"):
+        ShardWriter(tmp_path, 2).prepare({"teacher": "other"})
+
+
+def test_prepare_discards_a_killed_runs_debris(tmp_path, clips):
+    write(tmp_path, clips[:4])
+    shards = tmp_path / "shards"
+    (shards / ".clips-0000000004.safetensors.abc.tmp").write_bytes(b"half a shard")
+    (shards / "clips-0000000004.safetensors").write_bytes(b"renamed, but its record never landed")
+    (shards / "clips-0000000002.safetensors").unlink()  # a lost shard: its clips must be redone
+    w = ShardWriter(tmp_path, 2)
+    with pytest.warns(UserWarning, match="clips-0000000002.safetensors is missing"):
+        w.prepare(CONFIG, requested=range(5))
+    assert sorted(p.name for p in shards.iterdir()) == ["clips-0000000000.json", "clips-0000000000.safetensors"]
+    assert w.completed_indices() == {0, 1}
+    w.add(clips[2:])
+    w.finish()
+    reader = ShardReader(tmp_path)
+    assert reader.indices == [0, 1, 2, 3, 4]
+    assert_same(reader.load(4).to_numpy_dict(), stored(clips[4]))
+
+
+SLOW_GENERATOR = '''
+import time
+from lyra.data.generators import ProceduralGenerator
+
+class SlowProceduralGenerator(ProceduralGenerator):
+    """ProceduralGenerator that takes a while per clip, so a kill reliably lands mid-run."""
+    def __init__(self, delay_s: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.delay_s = delay_s
+
+    def generate(self, index, num_frames, height, width):
+        time.sleep(self.delay_s)
+        return super().generate(index, num_frames, height, width)
+'''
+
+
+def _config(tmp_path: Path, out: Path, delay_s: float) -> Path:
+    cfg = yaml.safe_load((ROOT / "configs/generate.yaml").read_text())
+    cfg["model"]["init_args"].update(num_frames=5, height=32, width=32)
+    cfg["model"]["init_args"]["generator"] = {"class_path": "slowgen.SlowProceduralGenerator", "init_args": {
+        "delay_s": delay_s, "seed": 4, "num_views": 2, "num_objects": [2, 3]}}
+    cfg["model"]["init_args"]["codec"] = {"class_path": "lyra.data.codecs.DCTCodec",
+                                          "init_args": {"latent_channels": 48}}
+    cfg["data"]["init_args"]["num_clips"] = 8
+    cfg["trainer"]["callbacks"][0]["init_args"].update(output_dir=str(out), clips_per_shard=2)
+    cfg["trainer"]["enable_progress_bar"] = False
+    path = tmp_path / f"generate-{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_killed_generation_resumes_to_exactly_once(tmp_path, monkeypatch):
+    (tmp_path / "slowgen.py").write_text(textwrap.dedent(SLOW_GENERATOR))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "resumed"
+    cmd = [sys.executable, "-m", "lyra.cli", "predict", "--config", str(_config(tmp_path, out, 0.4))]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((out / "shards").glob("*.json")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no shard landed in 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {r["file"]: r for r in read_records(out)}
+    assert 1 <= len(first) < 4, "the kill must land mid-run for this test to mean anything"
+    stamps = {f: (out / "shards" / f).stat().st_mtime_ns for f in first}
+    with pytest.raises(ValueError, match="unfinished generation"):  # nobody trains on half a cache
+        ShardReader(out)
+
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    records = read_records(out)
+    indices = [i for r in records for i in r["indices"]]
+    assert sorted(indices) == list(range(8))  # every clip exactly once
+    for f, rec in first.items():  # finished shards were kept, not regenerated
+        assert (out / "shards" / f).stat().st_mtime_ns == stamps[f] and rec in records
+    assert not list((out / "shards").glob(".*.tmp"))
+    resumed = ShardReader(out)
+    assert resumed.manifest["complete"] and resumed.manifest["num_clips"] == 8
+
+    # An uninterrupted run of the same config elsewhere gives bitwise the same clips.
+    from lyra.cli import main
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "--config", str(_config(tmp_path, tmp_path / "reference", 0.0))])
+    reference = ShardReader(tmp_path / "reference")
+    assert resumed.manifest["config"] == reference.manifest["config"]
+    for i in range(8):
+        assert_same(resumed.load(i).to_numpy_dict(), reference.load(i).to_numpy_dict())
