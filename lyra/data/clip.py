@@ -28,7 +28,7 @@ class Clip:
     c2w: Tensor  # [V, T, 4, 4] camera-to-world, OpenCV axes
     K: Tensor  # [V, T, 3, 3] pixel intrinsics for (H, W)
     time: Tensor  # [V, T] scene time in [0, 1]; zeros for static scenes
-    depth: Tensor | None = None  # [V, T, H, W] z-depth; scale/shift-ambiguous unless depth_is_metric
+    depth: Tensor | None = None  # [V, T, H, W] z-depth, 0 = unknown (sky, holes); scale/shift-ambiguous unless depth_is_metric
     gt_rgb: Tensor | None = None  # [V, T, H, W, 3] ground truth views when the teacher knows them
     caption: str = ""
     depth_is_metric: bool = False

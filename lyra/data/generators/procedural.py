@@ -20,9 +20,10 @@ from __future__ import annotations
 from typing import Any, Literal, Sequence
 
 import torch
+from torch import Tensor
 
 from lyra.data.generators.base import ClipGenerator, GeneratedClip
-from lyra.data.procedural import ProceduralWorld, reverse_frames
+from lyra.data.procedural import SKY_DEPTH, ProceduralWorld, reverse_frames
 from lyra.render.trajectories import LYRA_TRAJECTORIES
 
 TimeReversal = Literal["none", "extra_clips", "random"]
@@ -83,7 +84,7 @@ class ProceduralGenerator(ClipGenerator):
         if reverse:
             clip = reverse_frames(clip)
         return GeneratedClip(
-            c2w=clip["c2w"], K=clip["K"], time=clip["time"], rgb=clip["rgb"], depth=clip["depth"],
+            c2w=clip["c2w"], K=clip["K"], time=clip["time"], rgb=clip["rgb"], depth=sky_as_unknown(clip["depth"]),
             depth_is_metric=True, gt_rgb=clip["rgb"], caption=clip["caption"],
             meta={"index": index, "world_seed": seed, "time_reversed": reverse,
                   "trajectories": list(self.trajectories)},
@@ -93,3 +94,10 @@ class ProceduralGenerator(ClipGenerator):
         return {**super().describe(), "dynamic": self.dynamic, "trajectories": list(self.trajectories),
                 "fov_deg": self.fov_deg, "num_objects": list(self.num_objects), "shadows": self.shadows,
                 "time_reversal": self.time_reversal, "reverse_prob": self.reverse_prob}
+
+
+def sky_as_unknown(depth: Tensor) -> Tensor:  # [..., H, W]
+    """Sky pixels carry a placeholder depth (SKY_DEPTH); in clips 0 means "no depth here" (as for
+    the holes of a warped point cache), so depth losses skip them instead of pulling Gaussians
+    out to a made-up distance."""
+    return torch.where(depth >= SKY_DEPTH, torch.zeros_like(depth), depth)
