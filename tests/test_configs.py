@@ -88,6 +88,7 @@ def test_fit_then_test_runs_on_cpu(name, tmp_path, monkeypatch):
     assert summary["num_scenes"] == 1 and "truth_psnr" in summary and "fidelity_psnr" in summary
     assert list((tmp_path / "out").rglob("events.out.tfevents*")), "TensorBoard logs expected"
     assert list((tmp_path / "out").rglob("*.ply")), "test scenes are exported as PLY"
+    assert list((tmp_path / "out").rglob("val_orbit/*.mp4")), "validation writes a short orbit video"
     # `lightning test --ckpt_path` on the checkpoint works too.
     main(["test", "--config", str(CONFIGS / name), "--config", str(CONFIGS / "stages" / "cpu_tiny.yaml"),
           "--ckpt_path", str(ckpts[0]), "--trainer.default_root_dir", str(tmp_path / "out2"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -30,19 +31,23 @@ def log_validation_visuals(module, batch: ClipBatch, renders: dict[str, Tensor],
     rows = [rgb, target, _depth_to_rgb(renders["depth"][0, :n].float())]
     grid = torch.cat([torch.cat(list(r), dim=1) for r in rows], dim=0)  # [3H, nW, 3]
     writer.add_image("val/render_target_depth", grid.permute(2, 0, 1).cpu(), step)
-    if module.decoder.is_dynamic or n_orbit <= 0:
+    if n_orbit <= 0:
         return
-    # A short orbit around the scene centre shows the 3D structure beyond the training views.
-    means = g.means[0].detach()
+    # A short orbit around the scene centre shows the 3D structure beyond the training views
+    # (dynamic decoders: the scene frozen at the first target time).
+    scene = g[0:1, 0] if module.decoder.is_dynamic else g[0:1]
+    means = scene.means[0].detach()
     center = means.median(dim=0).values
     cams = batch.c2w[0].reshape(-1, 4, 4)
     radius = float((cams[:, :3, 3] - center).norm(dim=-1).mean())
     c2w = orbit(center.cpu(), radius, n_orbit).to(means)[None]
     K = batch.K[0, :1, 0].expand(n_orbit, 3, 3)[None]
     H, W = batch.rgb.shape[-3:-1]
-    frames, _, _ = module.loss.render(g[0:1], c2w, K, H, W)
+    frames, _, _ = module.loss.render(scene, c2w, K, H, W)
     frames = frames[0].clamp(0, 1).cpu()
     writer.add_image("val/orbit", torch.cat(list(frames), dim=1).permute(2, 0, 1), step)
+    if importlib.util.find_spec("moviepy") is not None:  # TensorBoard's video encoder
+        writer.add_video("val/orbit_video", frames.permute(0, 3, 1, 2)[None], step, fps=8)
     log_dir = getattr(module.trainer, "log_dir", None)
     if log_dir:  # TensorBoard videos need moviepy; an mp4 beside the logs needs nothing extra
         from lyra.viz.video import write_video
