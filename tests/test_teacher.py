@@ -12,6 +12,7 @@ import yaml
 from lyra.data.clip import Clip
 from lyra.data.codecs import DCTCodec
 from lyra.data.generators import ClipGenerator, GeneratedClip, ProceduralGenerator
+from lyra.data.generators.procedural import sky_as_unknown
 from lyra.data.procedural import ProceduralWorld
 from lyra.models.teacher import TeacherModule
 
@@ -114,7 +115,7 @@ def test_time_reversed_clips_reverse_poses_too():
     # Each stored frame is what its own camera sees at its own time (re-render frame 1 exactly).
     world = ProceduralWorld(fwd.meta["world_seed"], dynamic=True, num_objects=(2, 3))
     rgb, depth = world.render(rev.c2w[:, 1], rev.K[:, 1], H, W, rev.time[:, 1])
-    assert torch.equal(rgb, rev.rgb[:, 1]) and torch.equal(depth, rev.depth[:, 1])
+    assert torch.equal(rgb, rev.rgb[:, 1]) and torch.equal(sky_as_unknown(depth), rev.depth[:, 1])
     assert not torch.equal(rev.rgb, fwd.rgb.flip(1))  # not merely the forward video played backwards
     with pytest.raises(ValueError, match="only applies to dynamic"):
         ProceduralGenerator(time_reversal="extra_clips")
@@ -154,3 +155,14 @@ def test_lightning_predict_writes_the_cache(tmp_path, monkeypatch):
     teacher = TeacherModule(ProceduralGenerator(seed=0), DCTCodec(), num_frames=5, height=32, width=32)
     ref = Clip.from_numpy_dict(teacher.make_clip(2).to_numpy_dict())
     assert torch.equal(reader.load(2).latents, ref.latents) and torch.equal(reader.load(2).rgb, ref.rgb)
+
+
+def test_procedural_sky_depth_is_stored_as_unknown():
+    from lyra.data.procedural import SKY_DEPTH
+
+    gen = ProceduralGenerator(seed=3, num_views=1, num_objects=(2, 3)).generate(0, T, H, W)
+    world = ProceduralWorld(gen.meta["world_seed"], num_objects=(2, 3))
+    _, depth = world.render(gen.c2w, gen.K, H, W)
+    sky = depth >= SKY_DEPTH
+    assert sky.any() and (~sky).any()
+    assert (gen.depth[sky] == 0).all() and torch.equal(gen.depth[~sky], depth[~sky])
