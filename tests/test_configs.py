@@ -65,11 +65,12 @@ def test_predict_configs_parse(path, cls, capsys):
     assert cls in capsys.readouterr().out
 
 
-def test_missing_class_in_config_names_it(tmp_path):
+def test_missing_class_in_config_names_it(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((CONFIGS / "static.yaml").read_text().replace("StaticGaussianDecoder", "NoSuchDecoder"))
     with pytest.raises(SystemExit):
         build("--config", str(bad))
+    assert "NoSuchDecoder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["static.yaml", "dynamic.yaml"])
