@@ -89,7 +89,7 @@ def composite_forward(
     width: int,
     height: int,
     tile_size: int = 16,
-    pair_budget: int = 150_000,
+    pair_budget: int = 300_000,
 ) -> tuple[Tensor, Tensor, list[Pairs]]:
     """Returns accumulated colour [I*H*W, D] (no background), log transmittance [I*H*W] (float64)
     and the contributing pairs of every chunk, front chunk first."""
@@ -128,6 +128,9 @@ def composite_forward(
         live = torch.zeros(I, height + 1, width + 1, dtype=torch.int32, device=dev)
         live[:, 1:, 1:] = (~done).view(I, height, width).int().cumsum(1).cumsum(2)
         live = live.view(-1)
+        live_rows = torch.zeros(I * height, width + 1, dtype=torch.int32, device=dev)
+        live_rows[:, 1:] = (~done).view(I * height, width).int().cumsum(1)
+        live_rows = live_rows.view(-1)
         x0, x1, y0, y1 = bx0[:, lo:max_valid], bx1[:, lo:max_valid], by0[:, lo:max_valid], by1[:, lo:max_valid]
         r0w, r1w = img_base + y0 * (width + 1), img_base + y1 * (width + 1)
         n_live = (live.take(r1w + x1) - live.take(r0w + x1) - live.take(r1w + x0) + live.take(r0w + x0))
@@ -165,8 +168,12 @@ def composite_forward(
         c1 = torch.minimum(torch.repeat_interleave(x1, nrow) - 1,
                            torch.floor(mx - (-b * dy - root) / a - 0.5).long() + 1)
         ncol = torch.where(disc >= 0, c1 - c0 + 1, torch.zeros_like(c0)).clamp_min(0)
+        # Drop row segments whose pixels are all saturated (a per-row prefix count of live pixels).
+        row_id = (torch.repeat_interleave(img, nrow) * height + row) * (width + 1)
+        lo_c, hi_c = c0.clamp(0, width), (c1 + 1).clamp(0, width)
+        ncol = torch.where(live_rows.take(row_id + hi_c) - live_rows.take(row_id + lo_c) > 0, ncol, 0)
         # Per-row constants, repeated (contiguously) to the row's pixels.
-        row_base = (torch.repeat_interleave(img, nrow) * hw + row * width).to(key_dtype)
+        row_base = ((row_id // (width + 1)) * width).to(key_dtype)
         per_row = torch.stack([mx, 0.5 * a, b * dy, 0.5 * c * dy * dy, _take(op, g)], dim=1)
         pair_row, colx = _expand(c0, ncol)
         pr = torch.repeat_interleave(per_row, ncol, dim=0)
