@@ -31,7 +31,9 @@ import sys
 import time
 
 import torch
-from _common import add_decoder_args, build_decoder, current_rss_gb, machine_line, num_params, peak_rss_gb
+from _common import current_rss_gb, machine_line, num_params, peak_rss_gb
+
+from lyra.models import BodyConfig, StaticGaussianDecoder
 
 from lyra.render.cameras import intrinsics_from_fov, look_at
 from lyra.render.trajectories import LYRA_TRAJECTORIES, make_trajectory
@@ -55,7 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes in one process (a few seconds): checks that it runs; memory is cumulative")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # internal: measure one V
-    add_decoder_args(ap, width=0, layers=0, pattern="", d_state=0, headdim=0, far=50.0)
+    g = ap.add_argument_group("decoder body (default: the preset)")
+    g.add_argument("--width", type=int, default=0)
+    g.add_argument("--layers", type=int, default=0)
+    g.add_argument("--pattern", default="", help="M = bidirectional Mamba-2, A = attention")
+    g.add_argument("--d-state", type=int, default=0)
+    g.add_argument("--headdim", type=int, default=0, help="Mamba-2 and attention head dim")
+    g.add_argument("--density", type=int, default=1, help="Gaussians per latent pixel along each side")
+    g.add_argument("--no-checkpointing", action="store_true", help="disable gradient checkpointing")
     args = ap.parse_args(argv)
     preset = REFERENCE if args.reference else SMALL
     for key in ("width", "layers", "pattern", "d_state", "headdim"):
@@ -92,7 +101,12 @@ def measure_one(args: argparse.Namespace, views: int) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     H, W = args.size
-    decoder = build_decoder(args, args.latent_channels).to(device).train()
+    body = BodyConfig(width=args.width, num_layers=args.layers, pattern=args.pattern, d_state=args.d_state,
+                      headdim=args.headdim, attn_headdim=args.headdim)
+    decoder = StaticGaussianDecoder(latent_channels=args.latent_channels, body=body, density=args.density)
+    if not args.no_checkpointing:
+        decoder.enable_gradient_checkpointing()
+    decoder = decoder.to(device).train()
     c2w, K = (t.to(device) for t in cameras(views, args.frames, H, W))
     latents = torch.randn(1, views, args.latent_channels, 1 + (args.frames - 1) // 4, H // 8, W // 8, device=device)
 
@@ -125,7 +139,7 @@ def measure_one(args: argparse.Namespace, views: int) -> dict:
     fwd_s, fwd_gb = timed(False)
     fwd_bwd_s, fwd_bwd_gb = timed(True)  # after the forward runs: this process's peak now is backward's
     tokens = views * latents.shape[3] * (H // 16) * (W // 16)
-    return {"views": views, "tokens": tokens, "gaussians": views * args.frames * (H // 8) * (W // 8),
+    return {"views": views, "tokens": tokens, "gaussians": views * args.frames * (H // 8 * args.density) * (W // 8 * args.density),
             "fwd_s": fwd_s, "fwd_bwd_s": fwd_bwd_s, "fwd_peak_gb": fwd_gb, "fwd_bwd_peak_gb": fwd_bwd_gb,
             "params_m": num_params(decoder) / 1e6}
 

@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from lyra.render.camera_path import CameraPath
-from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, resize_intrinsics
+from lyra.render.cameras import intrinsics_from_fov, look_at, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
-from lyra.render.rasterization import rasterization
+from lyra.render.renderer import GaussianRenderer
 from lyra.render.trajectories import LYRA_TRAJECTORIES, MAGNITUDE_RANGES, interpolate_poses, make_trajectory, orbit
 from lyra.viz.demo_scene import demo_scene
 from lyra.viz.video import write_contact_sheet, write_video
@@ -97,7 +97,6 @@ def resample_path(path: CameraPath, num_frames: int | None, size: tuple[int, int
     return CameraPath(c2w, K, w, h)
 
 
-@torch.no_grad()
 def render_path(
     gaussians: Gaussians,  # unbatched, N Gaussians
     path: CameraPath,
@@ -105,19 +104,12 @@ def render_path(
     cameras_per_call: int = 8,
     device: str | torch.device = "cpu",
 ) -> Tensor:  # [T, H, W, 3] float in [0, 1]
+    """Frames of a scene along a camera path with ``GaussianRenderer`` (the scene's own SH degree)."""
     if gaussians.batch_shape:
         raise ValueError(f"render_path takes one scene, got batch_shape {tuple(gaussians.batch_shape)}")
+    renderer = GaussianRenderer(background=background, render_mode="RGB", camera_chunk=cameras_per_call).to(device)
     g = gaussians.to(device=device, dtype=torch.float32)
-    viewmats = c2w_to_viewmat(path.c2w).to(device)
-    Ks = path.K.to(device)
-    bg = torch.tensor(background, dtype=torch.float32, device=device)
-    frames = []
-    for i in range(0, len(path), cameras_per_call):
-        view, K = viewmats[i:i + cameras_per_call], Ks[i:i + cameras_per_call]
-        rgb, _, _ = rasterization(g.means, g.quats, g.scales, g.opacities, g.colors, view, K, path.width,
-                                  path.height, sh_degree=g.sh_degree, backgrounds=bg.expand(len(view), 3))
-        frames.append(rgb.clamp(0.0, 1.0).cpu())
-    return torch.cat(frames)
+    return renderer.render_path(g, path.c2w.to(device), path.K.to(device), path.height, path.width).cpu()
 
 
 # ---- command line -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from lyra.models.blocks import (
     AttentionBlock,
     BiMamba2Block,
     BlockStack,
-    BlockStackConfig,
+    BodyConfig,
     GatedRMSNorm,
     Mamba2,
     mamba_ssm_available,
@@ -184,7 +184,7 @@ def test_pattern_parsing_and_errors():
         parse_block_pattern("MMXA", 4)
     with pytest.raises(ValueError, match="non-empty"):
         parse_block_pattern("", 4)
-    stack = BlockStack(16, "MMA", 6, **small_mamba_kwargs(), attn_headdim=8)
+    stack = BlockStack(BodyConfig(16, "MMA", 6, **small_mamba_kwargs(), attn_headdim=8))
     kinds = ["M" if isinstance(b, BiMamba2Block) else "A" for b in stack.blocks]
     assert kinds == list("MMAMMA") and isinstance(stack.blocks, torch.nn.ModuleList)
     out = stack(torch.randn(1, 9, 16))
@@ -196,7 +196,7 @@ def test_pattern_parsing_and_errors():
 
 def test_gradient_checkpointing_matches_plain_gradients():
     torch.manual_seed(0)
-    plain = BlockStack(16, "MA", 4, **small_mamba_kwargs(), attn_headdim=8).double()
+    plain = BlockStack(BodyConfig(16, "MA", 4, **small_mamba_kwargs(), attn_headdim=8)).double()
     ckpt = copy.deepcopy(plain)
     ckpt.gradient_checkpointing = True
     calls = []
@@ -217,10 +217,10 @@ def test_gradient_checkpointing_matches_plain_gradients():
 
 
 def test_lyra_size_stack_parameter_count():
-    cfg = BlockStackConfig()  # d_model 512, 16 layers "MMMMMMMA", d_state 256, expand 2, headdim 64
+    cfg = BodyConfig()  # width 512, 16 layers "MMMMMMMA", d_state 256, expand 2, headdim 64
     with torch.device("meta"):  # count without allocating ~230 MB
-        stack = BlockStack.from_config(cfg)
-    d, di, n, h = cfg.d_model, cfg.expand * cfg.d_model, cfg.d_state, cfg.expand * cfg.d_model // 64
+        stack = BlockStack(cfg)
+    d, di, n, h = cfg.width, cfg.expand * cfg.width, cfg.d_state, cfg.expand * cfg.width // 64
     conv_dim = di + 2 * n
     mamba = d * (di + conv_dim + h) + conv_dim * (cfg.d_conv + 1) + 3 * h + di + di * d
     bi_block = 2 * mamba + d

@@ -97,16 +97,24 @@ def test_protocol_per_split():
         assert torch.equal(b.c2w[..., 1, 3].long(), torch.tensor([0, 4, 8]).expand(len(b.captions), 3, 3))
 
 
-def test_test_protocol_holds_out_the_last_trajectories():
-    (b,) = list(module(num_views=V, target_frames=3, batch_size=1, num_test_clips=1, heldout_views=1).test_dataloader())
-    assert b.src_c2w.shape[1] == V - 1 and b.c2w.shape[1] == V  # the decoder never sees view V-1
-    assert torch.equal(b.src_c2w[0, :, 0, 0, 3].long(), torch.arange(V - 1))
-    assert torch.equal(b.c2w[0, :, 0, 0, 3].long(), torch.arange(V))
-    assert b.heldout.tolist() == [[False] * (V - 1) + [True]]
-    gen = TaggedGenerator().generate(SPLIT_OFFSETS["test"], T, 8, 8)
-    assert torch.equal(b.gt_rgb[0, -1], gen.rgb[-1, [0, 4, 8]])  # held-out ground truth at the target frames
-    with pytest.raises(ValueError, match="leaves no source view"):
-        next(iter(module(num_views=1, heldout_views=1).test_dataloader()))
+def test_test_protocol_holds_out_each_named_trajectory():
+    dm = module(batch_size=1, num_test_clips=1, test_heldout=[V - 1, 1], test_target_frames=3)
+    batches = list(dm.test_dataloader())
+    assert len(batches) == 2 == len(dm.test_dataloader())  # one sample per held-out trajectory
+    for b, held in zip(batches, [V - 1, 1]):
+        rest = [v for v in range(V) if v != held]
+        assert b.src_c2w.shape[1] == V - 1 and b.c2w.shape[1] == V  # the decoder never sees the held-out view
+        assert torch.equal(b.src_c2w[0, :, 0, 0, 3].long(), torch.tensor(rest))
+        assert torch.equal(b.c2w[0, :, 0, 0, 3].long(), torch.arange(V))  # targets: every view, clip order
+        assert b.meta[0]["heldout"] == [v == held for v in range(V)]
+        assert b.meta[0]["frames"] == [0, 4, 8] and b.meta[0]["truth_frames"] == [1, 2]  # frame 0 is shared
+        gen = TaggedGenerator().generate(SPLIT_OFFSETS["test"], T, 8, 8)
+        assert torch.equal(b.gt_rgb[0, held], gen.rgb[held, [0, 4, 8]])  # held-out ground truth at the targets
+        assert len(b.sources) == 1 and b.sources[0].num_frames == T  # all source frames, for the baselines
+    with pytest.raises(ValueError, match="does not exist"):
+        next(iter(module(test_heldout=[V]).test_dataloader()))
+    with pytest.raises(ValueError, match="not in this clip's trajectories"):
+        next(iter(module(test_heldout=["spiral"]).test_dataloader()))
 
 
 def test_workers_split_indices_without_duplicates():

@@ -5,21 +5,10 @@ import pytest
 import torch
 
 from lyra.models.decoders import DynamicGaussianDecoder, GaussianDecoder, StaticGaussianDecoder
-from lyra.render.cameras import look_at, make_intrinsics
+from lyra.render.cameras import look_at
 
-TINY = dict(latent_channels=8, width=32, num_layers=2, pattern="MA", d_state=8, headdim=16, attn_headdim=16,
-            chunk_size=8, gradient_checkpointing=False, far=20.0)
-
-
-def inputs(B=1, V=2, T=5, h=4, w=4, C=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    Tl = 1 + (T - 1) // 4
-    lat = torch.randn(B, V, C, Tl, h, w, generator=g)
-    eye = torch.randn(B, V, T, 3, generator=g) * 0.3 + torch.tensor([0, 0, -3.0])
-    c2w = look_at(eye, torch.zeros(B, V, T, 3))
-    K = make_intrinsics(40.0, 40.0, 16.0, 16.0).expand(B, V, T, 3, 3)
-    return lat, c2w, K
-
+from conftest import TINY_DECODER as TINY
+from conftest import decoder_inputs as inputs
 
 def test_static_decoder_shapes_and_activation_ranges():
     torch.manual_seed(0)
@@ -107,7 +96,8 @@ def test_save_pretrained_round_trip_and_wrong_class(tmp_path, monkeypatch):
     "mutate,match",
     [
         (lambda l, c, k: (l[:, :, :4], c, k), "channels"),
-        (lambda l, c, k: (l, c[:, :, :4], k[:, :, :4]), "latent frames"),
+        (lambda l, c, k: (l, c[:, :, :4], k[:, :, :4]), "do not fit a codec"),
+        (lambda l, c, k: (l, torch.cat([c, c[:, :, :4]], 2), torch.cat([k, k[:, :, :4]], 2)), "latent frames"),
         (lambda l, c, k: (l.index_fill(0, torch.tensor([0]), float("nan")), c, k), "NaN"),
         (lambda l, c, k: (l, c.index_fill(0, torch.tensor([0]), float("inf")), k), "NaN or Inf"),
         (lambda l, c, k: (l[..., :3], c, k), "divisible"),
@@ -117,3 +107,39 @@ def test_bad_inputs(mutate, match):
     dec = StaticGaussianDecoder(**TINY)
     with pytest.raises(ValueError, match=match):
         dec(*mutate(*inputs()))
+
+
+@pytest.mark.parametrize("density", [2, 4])
+def test_density_puts_k_by_k_gaussians_on_the_sub_pixel_rays(density, tmp_path):
+    """density k: k x k Gaussians per latent pixel, each on the ray through its own block's centre."""
+    dec = StaticGaussianDecoder(**{**TINY, "density": density}).eval()
+    lat, c2w, K = inputs(B=1, V=2, T=5)
+    g = dec(lat, c2w, K)
+    assert g.num_gaussians == 2 * 5 * (4 * density) ** 2
+    # Project every Gaussian into its own camera: it must sit on the centre of its block.
+    from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+
+    means = g.means.reshape(2, 5, 4 * density, 4 * density, 3)
+    uv, _ = world_to_pixels(means[0, 0].reshape(-1, 3), c2w_to_viewmat(c2w[0, 0, 0]), K[0, 0, 0])
+    step = 8 / density  # pixels per Gaussian: the codec's 8 px latent pixel split k ways
+    centres = (torch.arange(4 * density) + 0.5) * step
+    v, u = torch.meshgrid(centres, centres, indexing="ij")
+    torch.testing.assert_close(uv, torch.stack([u, v], -1).reshape(-1, 2), atol=1e-3, rtol=0)
+    dec.save_pretrained(tmp_path / "d")
+    back = StaticGaussianDecoder.from_pretrained(tmp_path / "d")
+    assert back.config.density == density
+    torch.testing.assert_close(back.eval()(lat, c2w, K).means, g.means)
+
+
+def test_density_must_divide_the_codec_factor():
+    with pytest.raises(ValueError, match="density"):
+        StaticGaussianDecoder(**{**TINY, "density": 3})
+
+
+def test_gradient_checkpointing_is_a_switch_not_architecture(tmp_path):
+    dec = StaticGaussianDecoder(**TINY)
+    assert "gradient_checkpointing" not in dec.config
+    dec.enable_gradient_checkpointing()
+    assert dec.blocks.gradient_checkpointing and dec.is_gradient_checkpointing
+    dec.save_pretrained(tmp_path / "d")
+    assert not StaticGaussianDecoder.from_pretrained(tmp_path / "d").is_gradient_checkpointing

@@ -90,7 +90,7 @@ def test_select_masks_indices_and_slices():
     g = make(6, batch=(2,))
     mask = torch.tensor([True, False, True, True, False, False])
     assert torch.equal(g.select(mask).means, g.means[:, mask])
-    assert torch.equal(g.index(torch.tensor([5, -1, 0])).scales, g.scales[:, [5, 5, 0]])
+    assert torch.equal(g.select(torch.tensor([5, -1, 0])).scales, g.scales[:, [5, 5, 0]])
     assert torch.equal(g.select(slice(1, 3)).opacities, g.opacities[:, 1:3])
     per_batch = torch.tensor([[0, 3], [4, 1]])
     sel = g.select(per_batch)

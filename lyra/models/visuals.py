@@ -10,6 +10,7 @@ from torch import Tensor
 
 from lyra.data.clip import ClipBatch
 from lyra.render.gaussians import Gaussians
+from lyra.render.renderer import Renders
 from lyra.render.trajectories import orbit
 
 
@@ -20,15 +21,23 @@ def _depth_to_rgb(depth: Tensor) -> Tensor:  # [..., H, W] -> [..., H, W, 3] gre
 
 
 @torch.no_grad()
-def log_validation_visuals(module, batch: ClipBatch, renders: dict[str, Tensor], g: Gaussians, n_orbit: int) -> None:
+def log_validation_visuals(
+    module,  # a StudentModule (its renderer, logger and trainer)
+    batch: ClipBatch,
+    renders: Renders,  # [B, M, ...] renders of the batch's target views
+    target: Tensor,  # [B, M, H, W, 3]
+    g: Gaussians,
+    n_orbit: int,
+) -> None:
     logger = getattr(module, "logger", None)
     writer = getattr(logger, "experiment", None)
     if writer is None or not hasattr(writer, "add_image"):
         return
     step = module.global_step
-    n = min(4, renders["rgb"].shape[1])
-    rgb, target = renders["rgb"][0, :n].clamp(0, 1), renders["target"][0, :n]
-    rows = [rgb, target, _depth_to_rgb(renders["depth"][0, :n].float())]
+    n = min(4, renders.rgb.shape[1])
+    rows = [renders.rgb[0, :n].clamp(0, 1), target[0, :n]]
+    if renders.depth is not None:
+        rows.append(_depth_to_rgb(renders.depth[0, :n].float()))
     grid = torch.cat([torch.cat(list(r), dim=1) for r in rows], dim=0)  # [3H, nW, 3]
     writer.add_image("val/render_target_depth", grid.permute(2, 0, 1).cpu(), step)
     if n_orbit <= 0:
@@ -43,8 +52,7 @@ def log_validation_visuals(module, batch: ClipBatch, renders: dict[str, Tensor],
     c2w = orbit(center.cpu(), radius, n_orbit).to(means)[None]
     K = batch.K[0, :1, 0].expand(n_orbit, 3, 3)[None]
     H, W = batch.rgb.shape[-3:-1]
-    frames, _, _ = module.loss.render(scene, c2w, K, H, W)
-    frames = frames[0].clamp(0, 1).cpu()
+    frames = module.renderer.render_path(scene[0], c2w[0], K[0], H, W).cpu()
     writer.add_image("val/orbit", torch.cat(list(frames), dim=1).permute(2, 0, 1), step)
     if importlib.util.find_spec("moviepy") is not None:  # TensorBoard's video encoder
         writer.add_video("val/orbit_video", frames.permute(0, 3, 1, 2)[None], step, fps=8)

@@ -1,6 +1,6 @@
 """Camera conventions: the one place that owns them.
 
-Conventions (see DESIGN.md):
+Conventions (docs/conventions.md):
 - OpenCV camera frame: x right, y down, z forward.
 - Data carries camera-to-world ``c2w [..., 4, 4]`` and pixel intrinsics ``K [..., 3, 3]`` for the
   stored resolution; renderers take world-to-camera ``viewmats`` like gsplat.

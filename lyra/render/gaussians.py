@@ -203,8 +203,6 @@ class Gaussians:
 
         return self._map(gather)
 
-    index = select  # alias: both names read naturally at call sites
-
     def _mask_to_indices(self, mask: Tensor) -> Tensor:  # [N] or [*batch, N] -> [M] or [*batch, M]
         if mask.ndim == 1:
             if mask.shape[0] != self.num_gaussians:

@@ -13,11 +13,12 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_student import TINY, synthetic_batch  # noqa: E402
+from conftest import TINY_DECODER, synthetic_batch  # noqa: E402
 
 from lyra.losses.rendering import RenderingLoss  # noqa: E402
 from lyra.models.decoders import StaticGaussianDecoder  # noqa: E402
 from lyra.models.student import StudentModule  # noqa: E402
+from lyra.render.renderer import GaussianRenderer  # noqa: E402
 
 
 class Steps(torch.utils.data.Dataset):
@@ -42,8 +43,8 @@ def main() -> None:
     resume = sys.argv[4] if len(sys.argv) > 4 else None
     L.seed_everything(0, workers=True)
     torch.manual_seed(0)
-    dec = StaticGaussianDecoder(**TINY)
-    module = ByStep(dec, RenderingLoss(lpips_weight=0.0, backend="torch"), lr=1e-3, warmup_steps=1)
+    dec = StaticGaussianDecoder(**TINY_DECODER)
+    module = ByStep(dec, GaussianRenderer(backend="torch"), RenderingLoss(), lr=1e-3, warmup_steps=1)
     strategy = (ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, save_distributed_checkpoint=False)
                 if kind == "fsdp" else "ddp")
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=steps, logger=False,

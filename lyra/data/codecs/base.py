@@ -15,6 +15,8 @@ import operator
 import torch
 from torch import Tensor, nn
 
+from lyra.data.codecs.frames import frame_rule, latent_frame_count
+
 
 def _as_int(name: str, value: object) -> int:
     if isinstance(value, bool):
@@ -33,24 +35,31 @@ class VideoCodec(nn.Module, abc.ABC):
     space_factor: int
     causal_first_frame: bool
 
+    @classmethod
+    def spec_from_init_args(cls, **init_args) -> dict:
+        """The codec facts a decoder needs, from the codec's constructor arguments (what a config
+        holds). The default builds the codec; codecs that load weights override it to read only
+        their configuration."""
+        return cls(**init_args).spec()
+
+    def spec(self) -> dict:
+        return {"latent_channels": self.latent_channels, "time_factor": self.time_factor,
+                "space_factor": self.space_factor, "causal_first_frame": bool(self.causal_first_frame)}
+
     # ---- frame and size bookkeeping -------------------------------------------------------
     def _latent_frames_ok(self, latent_frames: int) -> bool:
         """Extra constraint on T' beyond the grouping rule (CogVideoX needs odd T')."""
         return latent_frames >= 1
 
     def _frames_ok(self, num_frames: int) -> bool:
-        if num_frames < 1:
+        try:
+            latent = latent_frame_count(num_frames, self.time_factor, self.causal_first_frame)
+        except ValueError:
             return False
-        rest = num_frames - 1 if self.causal_first_frame else num_frames
-        if rest % self.time_factor:
-            return False
-        return self._latent_frames_ok(rest // self.time_factor + int(self.causal_first_frame))
+        return self._latent_frames_ok(latent)
 
     def _frame_rule(self) -> str:
-        tf = self.time_factor
-        if self.causal_first_frame:
-            return f"1 + {tf}k frames (the first frame is encoded alone, then groups of {tf})"
-        return f"a multiple of {tf} frames (groups of {tf})"
+        return frame_rule(self.time_factor, self.causal_first_frame)
 
     def valid_frame_counts(self, max_frames: int = 128) -> list[int]:
         return [n for n in range(1, max_frames + 1) if self._frames_ok(n)]
@@ -65,9 +74,7 @@ class VideoCodec(nn.Module, abc.ABC):
                 f"{type(self).__name__} cannot encode {num_frames} frames: it takes {self._frame_rule()}. "
                 f"Nearest valid counts: {below + above}; trim or pad the clip to one of them."
             )
-        if self.causal_first_frame:
-            return 1 + (num_frames - 1) // self.time_factor
-        return num_frames // self.time_factor
+        return latent_frame_count(num_frames, self.time_factor, self.causal_first_frame)
 
     def pixel_frames(self, latent_frames: int) -> int:
         latent_frames = _as_int("latent_frames", latent_frames)

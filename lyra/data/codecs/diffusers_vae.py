@@ -118,6 +118,30 @@ def _normalisation(model: nn.Module, family: str, channels: int) -> tuple[Tensor
 class DiffusersVideoVAE(VideoCodec):
     """A frozen diffusers video VAE behind the VideoCodec API (deterministic posterior-mode encode)."""
 
+    @classmethod
+    def spec_from_init_args(cls, path_or_model: str | os.PathLike | nn.Module, **_: object) -> dict:
+        """Codec facts from the VAE folder's config alone: the model is built on the meta device
+        (no weights read), so a config can link them before anything loads."""
+        if isinstance(path_or_model, nn.Module):
+            return cls(path_or_model).spec()
+        path = Path(path_or_model)
+        if (path / "vae" / "config.json").is_file() and not (path / "config.json").is_file():
+            path = path / "vae"
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no VAE config at {path / 'config.json'}; pass a local folder written by "
+                                    "save_pretrained")
+        import diffusers
+
+        name = json.loads((path / "config.json").read_text()).get("_class_name")
+        if name not in SUPPORTED_VAES:
+            raise ValueError(f"{path} holds {name!r}; supported video autoencoders: {', '.join(SUPPORTED_VAES)}")
+        vae_cls = getattr(diffusers, name)
+        with torch.device("meta"):
+            model = vae_cls.from_config(vae_cls.load_config(path))
+        channels, time, space = _compression(model, name)
+        return {"latent_channels": int(channels), "time_factor": time, "space_factor": space,
+                "causal_first_frame": True}
+
     def __init__(
         self,
         path_or_model: str | os.PathLike | nn.Module,

@@ -23,8 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, pixel_rays, validate_intrinsics
-from lyra.render.rasterization import Backend, rasterization
+from lyra.data.codecs.frames import fold_frames
+
+from lyra.render.cameras import intrinsics_from_fov, pixel_rays, validate_intrinsics
+from lyra.render.gaussians import Gaussians
+from lyra.render.rasterization import Backend
+from lyra.render.renderer import GaussianRenderer
 from lyra.render.trajectories import make_trajectory
 
 
@@ -89,25 +93,20 @@ def render_points(
         raise ValueError(f"hole_threshold must lie in (0, 1), got {hole_threshold}")
     batch = c2w.shape[:-2]
     device = cloud.points.device
-    viewmats = c2w_to_viewmat(c2w.reshape(-1, 4, 4).float().to(device))
-    Ks = K.reshape(-1, 3, 3).float().to(device)
     N = cloud.points.shape[0]
     quats = torch.zeros(N, 4, device=device)
     quats[:, 0] = 1.0
-    scales = cloud.sigmas[:, None].expand(N, 3)
-    opacities = torch.ones(N, device=device)
-    outs, alphas = [], []
-    for i in range(0, viewmats.shape[0], max(1, cameras_per_call)):
-        # eps2d only guards against degenerate footprints; the sizes already cover the pixel grid.
-        cams = slice(i, i + cameras_per_call)
-        out, alpha, _ = rasterization(cloud.points, quats, scales, opacities, cloud.colors, viewmats[cams], Ks[cams],
-                                      width, height, eps2d=0.01, render_mode="RGB+ED", backend=backend)
-        outs.append(out)
-        alphas.append(alpha[..., 0])
-    out, alpha = torch.cat(outs), torch.cat(alphas)  # [I, H, W, 4], [I, H, W]
+    points = Gaussians(cloud.points, quats, cloud.sigmas[:, None].expand(N, 3), torch.ones(N, device=device),
+                       cloud.colors, check_values=False)
+    # eps2d only guards against degenerate footprints; the sizes already cover the pixel grid.
+    renderer = GaussianRenderer(background=(0.0, 0.0, 0.0), backend=backend, camera_chunk=cameras_per_call,
+                                eps2d=0.01)
+    out = renderer(points[None], c2w.reshape(1, -1, 4, 4).float().to(device), K.reshape(1, -1, 3, 3).float().to(device),
+                   height, width)
+    alpha = out.alpha[0]  # [I, H, W]
     holes = alpha < hole_threshold
-    rgb = (out[..., :3] / alpha[..., None].clamp_min(1e-6)).clamp(0, 1).masked_fill(holes[..., None], 0.0)
-    depth = out[..., 3].masked_fill(holes, 0.0)
+    rgb = (out.rgb[0] / alpha[..., None].clamp_min(1e-6)).clamp(0, 1).masked_fill(holes[..., None], 0.0)
+    depth = out.depth[0].masked_fill(holes, 0.0)
     shape = batch + (height, width)
     return CacheRender(rgb.reshape(shape + (3,)), holes.reshape(shape), depth.reshape(shape), alpha.reshape(shape))
 
@@ -127,18 +126,8 @@ def mask_to_latent_grid(
     *batch, T, H, W = holes.shape
     if H % space_factor or W % space_factor:
         raise ValueError(f"mask size {(H, W)} is not a multiple of space_factor {space_factor}")
-    rest = T - 1 if causal_first_frame else T
-    if rest < 0 or rest % time_factor:
-        rule = "1 + k * time_factor" if causal_first_frame else "k * time_factor"
-        raise ValueError(f"{T} frames cannot be grouped by time_factor {time_factor}: need {rule} frames")
-    m = holes.float().reshape(-1, T, H, W)
-    m = F.avg_pool2d(m, space_factor)  # [B, T, h, w]
-    groups = [m[:, :1]] if causal_first_frame else []
-    body = m[:, 1:] if causal_first_frame else m
-    if body.shape[1]:
-        B, _, h, w = body.shape
-        groups.append(body.reshape(B, -1, time_factor, h, w).mean(2))
-    out = torch.cat(groups, dim=1)
+    m = F.avg_pool2d(holes.float().reshape(-1, T, H, W), space_factor)  # [B, T, h, w]
+    out = fold_frames(m, time_factor, causal_first_frame).mean(2)  # [B, T', h, w]
     return out.reshape(*batch, *out.shape[1:])
 
 

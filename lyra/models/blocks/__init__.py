@@ -10,13 +10,13 @@ from lyra.models.blocks.ssd import (
     ssd_naive_scan,
     ssd_scan,
 )
-from lyra.models.blocks.stack import BlockStack, BlockStackConfig, parse_block_pattern
+from lyra.models.blocks.stack import BlockStack, BodyConfig, parse_block_pattern
 
 __all__ = [
     "AttentionBlock",
     "BiMamba2Block",
     "BlockStack",
-    "BlockStackConfig",
+    "BodyConfig",
     "GatedRMSNorm",
     "Mamba2",
     "mamba_ssm_available",

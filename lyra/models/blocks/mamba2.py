@@ -68,8 +68,6 @@ class Mamba2(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.A_log = nn.Parameter(torch.log(torch.empty(nheads).uniform_(*A_init_range)))
         self.D = nn.Parameter(torch.ones(nheads))
-        for p in (self.dt_bias, self.A_log, self.D):
-            p._no_weight_decay = True  # the convention optimiser builders look for
         self.norm = GatedRMSNorm(d_inner, group_size=d_inner // ngroups, eps=norm_eps)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 

@@ -1,4 +1,4 @@
-"""Raw head channels -> Gaussian parameters, with Lyra's activations (see LYRA_NOTES.md).
+"""Raw head channels -> Gaussian parameters, with the activations of the Lyra paper's decoder.
 
 The 12 channels per Gaussian are, in order: distance (1), RGB (3), scale (3), quaternion (4),
 opacity (1). Each Gaussian sits on its pixel's camera ray at the predicted distance.

@@ -7,46 +7,26 @@ deformation field): tokens of the whole clip are mixed once per target time.
 from __future__ import annotations
 
 import torch
-from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from lyra.models.decoders.embed import PatchEmbed3d, fold_frames, time_features
+from lyra.data.codecs.frames import fold_frames
+from lyra.models.decoders.embed import PatchEmbed3d, time_features
 from lyra.models.decoders.static import StaticGaussianDecoder
 from lyra.render.gaussians import Gaussians
 
 
 class DynamicGaussianDecoder(StaticGaussianDecoder):
+    """Lyra's 4D decoder: ``StaticGaussianDecoder`` (same settings, same ``Args``) plus the time of
+    every source frame and one target time, each encoded as [t, cos t, sin t] and added through a
+    zero-initialised embed, so a dynamic decoder initialised from a static one starts identical
+    to it. ``forward`` returns Gaussians of batch shape [B, M], one set per target time.
+    """
+
     is_dynamic = True
 
-    @register_to_config
-    def __init__(
-        self,
-        latent_channels: int = 16,
-        time_factor: int = 4,
-        space_factor: int = 8,
-        causal_first_frame: bool = True,
-        patch_size: int = 2,
-        width: int = 512,
-        num_layers: int = 16,
-        pattern: str = "MMMMMMMA",
-        d_state: int = 256,
-        expand: int = 2,
-        headdim: int = 64,
-        attn_headdim: int = 64,
-        chunk_size: int = 64,
-        gradient_checkpointing: bool = True,
-        near: float = 0.1,
-        far: float = 500.0,
-        distance_bias: float = 1.65,
-        max_scale: float = 0.3,
-        scale_bias: float | None = None,
-        opacity_bias: float = 2.0,
-    ) -> None:
-        super().__init__(latent_channels, time_factor, space_factor, causal_first_frame, patch_size, width,
-                         num_layers, pattern, d_state, expand, headdim, attn_headdim, chunk_size,
-                         gradient_checkpointing, near, far, distance_bias, max_scale, scale_bias, opacity_bias)
-        # Both start at zero so a dynamic decoder initialised from a static one begins identical to it.
-        self.source_time_embed = PatchEmbed3d(3 * time_factor, width, patch_size, zero_init=True)
+    def add_conditioning(self, width: int) -> None:
+        cfg = self.config
+        self.source_time_embed = PatchEmbed3d(3 * cfg.time_factor, width, cfg.patch_size, zero_init=True)
         self.target_time_embed = nn.Linear(3, width)
         nn.init.zeros_(self.target_time_embed.weight)
         nn.init.zeros_(self.target_time_embed.bias)

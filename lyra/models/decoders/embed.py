@@ -11,32 +11,6 @@ from torch import Tensor, nn
 from lyra.render.cameras import c2w_to_viewmat, plucker_rays, resize_intrinsics
 
 
-def fold_frames(
-    x: Tensor,  # [B, T, ...] per-frame values
-    time_factor: int,
-    causal_first_frame: bool,
-) -> Tensor:  # [B, T', time_factor, ...]
-    """Group frames the way the codec groups them: Wan-style causal codecs keep the first frame
-    alone, so it is repeated to fill its group."""
-    T = x.shape[1]
-    if causal_first_frame:
-        if (T - 1) % time_factor:
-            raise ValueError(f"{T} frames do not fit a causal codec with time factor {time_factor}; "
-                             f"use 1 + {time_factor}k frames")
-        x = torch.cat([x[:, :1].expand(-1, time_factor - 1, *x.shape[2:]), x], dim=1)
-    elif T % time_factor:
-        raise ValueError(f"{T} frames are not a multiple of the time factor {time_factor}")
-    return x.reshape(x.shape[0], -1, time_factor, *x.shape[2:])
-
-
-def unfold_frames(
-    x: Tensor,  # [B, C, T' * time_factor, h, w]
-    time_factor: int,
-    causal_first_frame: bool,
-) -> Tensor:  # [B, C, T, h, w]
-    return x[:, :, time_factor - 1 :] if causal_first_frame else x
-
-
 def time_features(t: Tensor) -> Tensor:  # [...] in [0, 1] -> [..., 3]
     """[t, cos t, sin t] as in the reference (t scaled to a quarter turn so cos/sin stay distinct)."""
     a = t * (math.pi / 2)

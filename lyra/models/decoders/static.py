@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -16,12 +17,15 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from lyra.models.blocks import BlockStack
+from lyra.data.codecs.frames import fold_frames, latent_frame_count, unfold_frames
+from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, activate_gaussians
-from lyra.models.decoders.embed import PatchEmbed3d, fold_frames, latent_rays, relative_cameras, unfold_frames
+from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.render.cameras import pixel_rays, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
+
+DENSITIES = (1, 2, 4, 8)
 
 
 class GaussianDecoder(ModelMixin, ConfigMixin):
@@ -49,13 +53,38 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         if cls is GaussianDecoder:
             from lyra.models import decoders
 
-            if not hasattr(decoders, str(saved)):
+            target = getattr(decoders, str(saved), None)
+            if not (isinstance(target, type) and issubclass(target, GaussianDecoder) and target is not GaussianDecoder):
                 raise ValueError(f"{path} holds an unknown decoder class {saved!r}")
-            return getattr(decoders, saved).from_pretrained(path, **kwargs)
+            return target.from_pretrained(path, **kwargs)
         return super().from_pretrained(path, **kwargs)
 
 
 class StaticGaussianDecoder(GaussianDecoder):
+    """Lyra's 3DGS decoder: one Gaussian set per scene from the latents of all its trajectories.
+
+    Each trajectory's latents are patch-embedded (1 x p x p) with its Plucker rays added through a
+    zero-initialised embed; all tokens are mixed jointly by the body; a transposed 3D convolution
+    undoes the patching and the codec's temporal compression, giving ``density**2`` Gaussians per
+    latent pixel of every frame, each on its own pixel ray (docs/conventions.md).
+
+    Args:
+        latent_channels: channels of the codec's latents (linked from the codec in the configs).
+        time_factor: frames per latent frame of the codec.
+        space_factor: pixels per latent pixel (each side) of the codec.
+        causal_first_frame: whether the codec encodes the first frame alone.
+        patch_size: latent pixels per token (each side).
+        body: the token mixer (:class:`lyra.models.blocks.BodyConfig`; Lyra's by default).
+        density: Gaussians per latent pixel along each side (1, 2, 4 or 8): one Gaussian per
+            ``(space_factor / density)``-pixel block. Lyra: 1.
+        near: closest distance along a pixel ray a Gaussian can sit.
+        far: farthest distance (Lyra: 500; small procedural scenes: ~20).
+        distance_bias: distance = near (1 - w) + far w with w = sigmoid(x - distance_bias).
+        max_scale: upper bound of every scale.
+        scale_bias: scale = min(exp(x - scale_bias), max_scale); ``None``: Lyra's 1 - ln 0.3.
+        opacity_bias: opacity = sigmoid(x - opacity_bias).
+    """
+
     _supports_gradient_checkpointing = True
 
     @register_to_config
@@ -66,15 +95,8 @@ class StaticGaussianDecoder(GaussianDecoder):
         space_factor: int = 8,
         causal_first_frame: bool = True,
         patch_size: int = 2,
-        width: int = 512,
-        num_layers: int = 16,
-        pattern: str = "MMMMMMMA",
-        d_state: int = 256,
-        expand: int = 2,
-        headdim: int = 64,
-        attn_headdim: int = 64,
-        chunk_size: int = 64,
-        gradient_checkpointing: bool = True,
+        body: BodyConfig | None = None,
+        density: int = 1,
         near: float = 0.1,
         far: float = 500.0,
         distance_bias: float = 1.65,
@@ -83,19 +105,31 @@ class StaticGaussianDecoder(GaussianDecoder):
         opacity_bias: float = 2.0,
     ) -> None:
         super().__init__()
+        body = BodyConfig.coerce(body)
+        self.register_to_config(body=asdict(body))  # config.json holds plain values
+        if density not in DENSITIES or space_factor % density:
+            raise ValueError(f"density must be one of {DENSITIES} and divide space_factor {space_factor}, got {density}")
         act = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
                                        opacity_bias=opacity_bias)
         if scale_bias is not None:
             act.scale_bias = scale_bias
         self.activation = act
-        tf, p = time_factor, patch_size
+        tf, p, width = time_factor, patch_size, body.width
         self.latent_embed = PatchEmbed3d(latent_channels, width, p, norm=True)
         self.ray_embed = PatchEmbed3d(6 * tf, width, p, zero_init=True)
-        self.blocks = BlockStack(width, pattern=pattern, num_layers=num_layers, d_state=d_state, expand=expand,
-                                 headdim=headdim, attn_headdim=attn_headdim, chunk_size=chunk_size,
-                                 gradient_checkpointing=gradient_checkpointing)
-        # Undo the patching and the codec's temporal compression: one Gaussian per latent pixel per frame.
-        self.head = nn.ConvTranspose3d(width, RAW_CHANNELS, kernel_size=(tf, p, p), stride=(tf, p, p))
+        self.blocks = BlockStack(body)
+        # Undo the patching and the codec's temporal compression: density^2 Gaussians per latent
+        # pixel per frame.
+        k = p * density
+        self.head = nn.ConvTranspose3d(width, RAW_CHANNELS, kernel_size=(tf, k, k), stride=(tf, k, k))
+        self.add_conditioning(width)
+
+    def add_conditioning(self, width: int) -> None:
+        """Extra input branches of subclasses (the dynamic decoder's time embeddings)."""
+
+    @property
+    def body(self) -> BodyConfig:
+        return self.blocks.config
 
     # ---- input checks ------------------------------------------------------------------------
 
@@ -111,13 +145,14 @@ class StaticGaussianDecoder(GaussianDecoder):
             raise ValueError(f"c2w must be [B, V, T, 4, 4] and K [B, V, T, 3, 3] matching latents' B={B}, V={V}; "
                              f"got {tuple(c2w.shape)} and {tuple(K.shape)}")
         T = c2w.shape[2]
-        tf = cfg.time_factor
-        want = 1 + (T - 1) // tf if cfg.causal_first_frame else T // tf
-        fits = ((T - 1) % tf == 0) if cfg.causal_first_frame else (T % tf == 0)
-        if not fits or want != Tl:
-            raise ValueError(f"{T} camera frames do not fit {Tl} latent frames with time factor {tf} "
-                             f"(causal first frame: {cfg.causal_first_frame}); the latents' shape does not fit "
-                             "the codec's factors: check the codec settings or the frame count")
+        try:
+            want = latent_frame_count(T, cfg.time_factor, cfg.causal_first_frame)
+        except ValueError as err:
+            raise ValueError(f"{err}; check the codec settings or the frame count") from None
+        if want != Tl:
+            raise ValueError(f"{T} camera frames make {want} latent frames with time factor {cfg.time_factor} "
+                             f"(causal first frame: {cfg.causal_first_frame}) but the latents have {Tl}; "
+                             "the latents' shape does not fit the codec's factors")
         if h % cfg.patch_size or w % cfg.patch_size:
             raise ValueError(f"latent size {h}x{w} is not divisible by patch_size {cfg.patch_size}; "
                              f"use images whose size is a multiple of {cfg.patch_size * cfg.space_factor}")
@@ -141,23 +176,24 @@ class StaticGaussianDecoder(GaussianDecoder):
         return tokens + self.ray_embed(rays.to(self.dtype))
 
     def mix_and_decode(self, tokens: Tensor, batch: int, views: int, latent_shape: tuple[int, int, int]) -> Tensor:
-        """tokens [S*V, L, D] (S scenes or scene-times) -> raw Gaussians [S, V, T, h, w, 12]."""
+        """tokens [S*V, L, D] (S scenes or scene-times) -> raw Gaussians [S, V, T, h*k, w*k, 12]."""
         cfg = self.config
         Tl, h, w = latent_shape
-        p = cfg.patch_size
+        p, k = cfg.patch_size, cfg.density
         D = tokens.shape[-1]
         L = tokens.shape[1]
         x = self.blocks(tokens.reshape(batch, views * L, D))  # all trajectories' tokens jointly
         x = x.reshape(batch * views, Tl, h // p, w // p, D).permute(0, 4, 1, 2, 3)
-        raw = unfold_frames(self.head(x), cfg.time_factor, cfg.causal_first_frame)  # [S*V, 12, T, h, w]
-        return raw.permute(0, 2, 3, 4, 1).reshape(batch, views, -1, h, w, RAW_CHANNELS)
+        raw = unfold_frames(self.head(x), cfg.time_factor, cfg.causal_first_frame)  # [S*V, 12, T, h*k, w*k]
+        return raw.permute(0, 2, 3, 4, 1).reshape(batch, views, -1, h * k, w * k, RAW_CHANNELS)
 
     def to_gaussians(self, raw: Tensor, c2w: Tensor, K: Tensor) -> Gaussians:
-        """raw [B, (M,) V, T, h, w, 12] -> Gaussians [B, (M,) N] in world coordinates."""
+        """raw [B, (M,) V, T, gh, gw, 12] -> Gaussians [B, (M,) N] in world coordinates."""
         cfg = self.config
-        h, w = raw.shape[-3:-1]
-        K_lat = resize_intrinsics(K, (h * cfg.space_factor, w * cfg.space_factor), (h, w))
-        origins, dirs = pixel_rays(c2w, K_lat, h, w)  # [B, V, T, h, w, 3] world rays
+        gh, gw = raw.shape[-3:-1]
+        k = cfg.density
+        pixels = (gh // k * cfg.space_factor, gw // k * cfg.space_factor)
+        origins, dirs = pixel_rays(c2w, resize_intrinsics(K, pixels, (gh, gw)), gh, gw)  # [B, V, T, gh, gw, 3]
         lead = raw.shape[:-5]
         extra = len(lead) - 1  # a target-time dim M for dynamic decoders
         for _ in range(extra):
@@ -181,7 +217,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         K: Tensor,  # [B, V, T, 3, 3]
         time: Tensor | None = None,  # [B, V, T] ignored by the static decoder
         target_time: Tensor | None = None,  # [B, M] ignored by the static decoder
-    ) -> Gaussians:  # batch shape [B], N = V * T * h * w
+    ) -> Gaussians:  # batch shape [B], N = V * T * (h * density) * (w * density)
         self._check(latents, c2w, K)
         B, V, _, Tl, h, w = latents.shape
         tokens = self.embed_tokens(latents, c2w, K)

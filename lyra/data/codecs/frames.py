@@ -1,0 +1,49 @@
+"""How a video codec groups frames into latent frames: the one place that states the rule.
+
+A causal codec (Wan, CogVideoX, Hunyuan, LTX, Cosmos) encodes the first frame alone and then
+groups of ``time_factor`` frames: ``T' = 1 + (T - 1) / time_factor``. A non-causal codec groups
+all frames: ``T' = T / time_factor``. Codecs, decoders (which undo the grouping to emit
+Gaussians per frame) and the GEN3C conditioning all use these functions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def frame_rule(time_factor: int, causal_first_frame: bool) -> str:
+    if causal_first_frame:
+        return f"1 + {time_factor}k frames (the first frame is encoded alone, then groups of {time_factor})"
+    return f"a multiple of {time_factor} frames (groups of {time_factor})"
+
+
+def latent_frame_count(num_frames: int, time_factor: int, causal_first_frame: bool) -> int:
+    """T' for T frames; a ValueError naming the rule when T does not group evenly."""
+    rest = num_frames - 1 if causal_first_frame else num_frames
+    if num_frames < 1 or rest % time_factor:
+        raise ValueError(f"{num_frames} frames do not fit a codec that takes "
+                         f"{frame_rule(time_factor, causal_first_frame)}")
+    return rest // time_factor + int(causal_first_frame)
+
+
+def fold_frames(
+    x: Tensor,  # [B, T, ...] per-frame values
+    time_factor: int,
+    causal_first_frame: bool,
+) -> Tensor:  # [B, T', time_factor, ...]
+    """Group frames the way the codec groups them; a causal codec's lone first frame is repeated
+    to fill its group (so a mean over a group is that frame)."""
+    latent_frame_count(x.shape[1], time_factor, causal_first_frame)
+    if causal_first_frame:
+        x = torch.cat([x[:, :1].expand(-1, time_factor - 1, *x.shape[2:]), x], dim=1)
+    return x.reshape(x.shape[0], -1, time_factor, *x.shape[2:])
+
+
+def unfold_frames(
+    x: Tensor,  # [B, C, T' * time_factor, ...] per-slot values of the folded layout
+    time_factor: int,
+    causal_first_frame: bool,
+) -> Tensor:  # [B, C, T, ...]
+    """Inverse of :func:`fold_frames` along dim 2: drops the causal group's repeated slots."""
+    return x[:, :, time_factor - 1 :] if causal_first_frame else x

@@ -1,0 +1,22 @@
+"""The one evaluation protocol (docs/evaluation.md): held-out sampling, baselines, the report.
+
+``lightning test`` (``StudentModule.test_step``) and ``benchmarks/`` both use it.
+"""
+
+from lyra.eval.baselines import BASELINES, SceneFitConfig, fit_scene, nearest_frame, nearest_source_frames
+from lyra.eval.protocol import heldout_split, target_frames
+from lyra.eval.report import EvalConfig, EvalReport, format_table, summarize
+
+__all__ = [
+    "BASELINES",
+    "EvalConfig",
+    "EvalReport",
+    "SceneFitConfig",
+    "fit_scene",
+    "format_table",
+    "heldout_split",
+    "nearest_frame",
+    "nearest_source_frames",
+    "summarize",
+    "target_frames",
+]

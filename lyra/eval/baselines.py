@@ -1,0 +1,151 @@
+"""Baselines of the evaluation protocol, scored on the same frames as the student.
+
+- ``nearest``: the teacher frame of the nearest source camera (what any 3D method must beat);
+- ``codec``: the teacher's own decoding of the held-out frames vs ground truth (the ceiling:
+  the student only ever sees decoded frames);
+- ``per_scene``: Gaussians fitted to one scene's source views with Adam (the slow upper bound
+  of what a feed-forward decoder amortises). With ``pixel_stride`` / ``frame_stride`` equal to
+  a decoder's layout it is also that layout's ceiling (``benchmarks/layout_ceiling.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lyra.data.clip import Clip
+from lyra.render.cameras import pixel_rays, resize_intrinsics
+from lyra.render.gaussians import Gaussians
+from lyra.render.renderer import GaussianRenderer
+
+BASELINES = ("nearest", "codec", "per_scene")
+
+
+def nearest_source_frames(
+    src_c2w: Tensor,  # [S, 4, 4] candidate cameras
+    query_c2w: Tensor,  # [Q, 4, 4]
+    angle_weight: float = 1.0,
+) -> Tensor:  # [Q] index into S
+    """Nearest camera by centre distance plus ``angle_weight`` x viewing-direction angle (radians
+    times the spread of the centres, so both terms are in scene units)."""
+    centres_s, centres_q = src_c2w[:, :3, 3], query_c2w[:, :3, 3]
+    dist = torch.cdist(centres_q, centres_s)  # [Q, S]
+    cos = (query_c2w[:, None, :3, 2] * src_c2w[None, :, :3, 2]).sum(-1).clamp(-1, 1)
+    spread = (centres_s - centres_s.mean(0)).norm(dim=-1).max().clamp_min(1e-6)
+    return (dist + angle_weight * spread * torch.arccos(cos)).argmin(dim=1)
+
+
+def nearest_frame(
+    src: Clip,  # the source views, all frames
+    c2w: Tensor,  # [Q, 4, 4] query cameras
+) -> Tensor:  # [Q, H, W, 3] the teacher RGB of the nearest source camera
+    idx = nearest_source_frames(src.c2w.reshape(-1, 4, 4).to(c2w), c2w)
+    return src.rgb.reshape(-1, *src.rgb.shape[2:]).to(c2w.device)[idx]
+
+
+# ---- per-scene optimisation ---------------------------------------------------------------------
+
+@dataclass
+class SceneFitConfig:
+    """Per-scene optimisation: Gaussians on source pixel rays, fitted to the source views.
+
+    Args:
+        steps: Adam steps.
+        views_per_step: source frames rendered per step.
+        frame_stride: initialise from every k-th source frame (1: every frame, like the decoders).
+        pixel_stride: one Gaussian per s x s pixel block, on the ray through the block centre
+            (s = 8 is a decoder with one Gaussian per latent pixel of an 8x codec).
+        unknown_depth: initial depth of pixels whose clip depth is 0 (sky, holes); ``None``
+            uses twice the farthest known depth of the scene.
+        lr_means, lr_scales, lr_quats, lr_opacities, lr_colors: Adam learning rates of the raw
+            parameters (means, log-scales, quaternions, opacity logits, colour logits).
+        seed: which source frames each step renders.
+    """
+
+    steps: int = 150
+    views_per_step: int = 2
+    frame_stride: int = 8
+    pixel_stride: int = 4
+    unknown_depth: float | None = None
+    lr_means: float = 1e-3
+    lr_scales: float = 1e-2
+    lr_quats: float = 1e-2
+    lr_opacities: float = 5e-2
+    lr_colors: float = 2e-2
+    seed: int = 0
+
+
+def init_on_rays(src: Clip, cfg: SceneFitConfig) -> dict[str, Tensor]:
+    """Raw (unconstrained) parameters of one Gaussian per ``pixel_stride`` block of every
+    ``frame_stride``-th source frame, at the clip's metric depth, coloured by the block's mean
+    teacher RGB and sized to its footprint."""
+    if src.depth is None or not src.depth_is_metric:
+        raise ValueError("per-scene optimisation initialises from metric depth; the clip has none "
+                         "(use a procedural teacher, whose depth is exact)")
+    s = cfg.pixel_stride
+    H, W = src.image_size
+    if s < 1 or H % s or W % s:
+        raise ValueError(f"pixel_stride {s} must divide the image size {H}x{W}")
+    f = torch.arange(0, src.num_frames, cfg.frame_stride)
+    c2w, K = src.c2w[:, f], src.K[:, f]  # [V, F, 4, 4], [V, F, 3, 3]
+    origins, dirs = pixel_rays(c2w, resize_intrinsics(K, (H, W), (H // s, W // s)), H // s, W // s)
+    z = src.depth[:, f][:, :, s // 2::s, s // 2::s]  # camera z-depth at the block centre
+    known = z > 0
+    if not known.any():
+        raise ValueError("the clip has no known depth at all; per-scene optimisation needs some")
+    far = cfg.unknown_depth if cfg.unknown_depth is not None else 2.0 * float(z[known].max())
+    z = torch.where(known, z, torch.full_like(z, far))
+    cos = (dirs * c2w[:, :, None, None, :3, 2]).sum(-1)
+    means = origins + dirs * (z / cos)[..., None]
+    footprint = z / K[:, :, None, None, 0, 0] * s * 0.5
+    rgb = src.rgb[:, f].reshape(-1, H, W, 3).permute(0, 3, 1, 2)
+    rgb = F.avg_pool2d(rgb, s).permute(0, 2, 3, 1).clamp(0.02, 0.98)
+    n = means[..., 0].numel()
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1
+    params = {"means": means.reshape(n, 3), "log_scales": footprint.reshape(n, 1).log().expand(n, 3).clone(),
+              "quats": quats, "opacity_logits": torch.full((n,), 1.0),
+              "color_logits": torch.logit(rgb.reshape(n, 3))}
+    for name, p in params.items():
+        bad = int((~torch.isfinite(p)).sum())
+        if bad:
+            raise ValueError(f"per-scene initialisation produced {bad} non-finite values in {name}; "
+                             "check the clip's depth and intrinsics")
+    return params
+
+
+def _to_gaussians(p: dict[str, Tensor]) -> Gaussians:  # batch [1]
+    return Gaussians(p["means"][None], p["quats"][None], p["log_scales"].exp()[None],
+                     torch.sigmoid(p["opacity_logits"])[None], torch.sigmoid(p["color_logits"])[None],
+                     check_values=False)
+
+
+def fit_scene(src: Clip, renderer: GaussianRenderer, cfg: SceneFitConfig) -> Gaussians:
+    """Fit Gaussians to the source views' teacher RGB (L1) with Adam; returns them detached, batch [1]."""
+    params = {k: v.clone().requires_grad_(True) for k, v in init_on_rays(src, cfg).items()}
+    lrs = {"means": cfg.lr_means, "log_scales": cfg.lr_scales, "quats": cfg.lr_quats,
+           "opacity_logits": cfg.lr_opacities, "color_logits": cfg.lr_colors}
+    opt = torch.optim.Adam([{"params": [params[k]], "lr": lr} for k, lr in lrs.items()], eps=1e-15)
+    g = torch.Generator().manual_seed(cfg.seed)
+    V, T = src.num_views, src.num_frames
+    H, W = src.image_size
+    for _ in range(cfg.steps):
+        pick = torch.randperm(V * T, generator=g)[: cfg.views_per_step]
+        v, t = pick // T, pick % T
+        rgb = renderer(_to_gaussians(params), src.c2w[v, t][None], src.K[v, t][None], H, W).rgb
+        loss = F.l1_loss(rgb[0], src.rgb[v, t])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return _to_gaussians({k: v.detach() for k, v in params.items()})
+
+
+def timed_fit(src: Clip, renderer: GaussianRenderer, cfg: SceneFitConfig) -> tuple[Gaussians, float]:
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        g = fit_scene(src, renderer, cfg)
+    return g, time.perf_counter() - t0

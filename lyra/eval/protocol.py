@@ -1,0 +1,71 @@
+"""The evaluation protocol's sampling rules (docs/evaluation.md), in one place.
+
+A test sample is one scene with one *held-out* trajectory: the decoder reads every other
+trajectory (all frames); targets are ``num_frames`` evenly spaced frames of every trajectory.
+Scores against ground truth count only the held-out trajectory, and never its frame 0: every
+Lyra trajectory starts at the same view, so that frame is also a source frame.
+
+``lightning test`` (through ``ClipDataModule``'s test split) and ``benchmarks/`` both call
+:func:`heldout_split`; nothing else decides which views and frames are scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from lyra.data.clip import Clip
+
+
+def target_frames(num_frames: int, count: int) -> Tensor:  # [count] frame indices
+    """``count`` evenly spaced frames from first to last (5 of 17: 0, 4, 8, 12, 16)."""
+    if not 1 <= count <= num_frames:
+        raise ValueError(f"cannot pick {count} target frames from {num_frames}; use 1..{num_frames}")
+    return torch.linspace(0, num_frames - 1, count).round().long()
+
+
+def resolve_view(clip: Clip, view: str | int) -> int:
+    """Index of a trajectory given by name (``clip.meta["trajectories"]``) or by index."""
+    names = list(clip.meta.get("trajectories") or [])
+    if isinstance(view, str) and not view.lstrip("-").isdigit():
+        if view not in names:
+            raise ValueError(f"held-out trajectory {view!r} is not in this clip's trajectories {names or '(unnamed)'}; "
+                             "name one of them or give a view index")
+        return names.index(view)
+    index = int(view)
+    if not -clip.num_views <= index < clip.num_views:
+        raise ValueError(f"held-out view {index} does not exist in a {clip.num_views}-view clip")
+    return index % clip.num_views
+
+
+def view_name(clip: Clip, index: int) -> str:
+    names = list(clip.meta.get("trajectories") or [])
+    return names[index] if index < len(names) else f"view{index}"
+
+
+def heldout_split(
+    clip: Clip,
+    heldout: str | int,
+    num_target_frames: int,
+) -> tuple[Clip, Clip]:
+    """(source, target) of one test sample.
+
+    The source holds every trajectory but ``heldout`` with all frames (latents, cameras, RGB,
+    depth). The target holds ``num_target_frames`` evenly spaced frames of *every* trajectory in
+    the clip's order; ``target.meta`` records ``heldout`` (one bool per target view), the
+    held-out trajectory's name, ``frames`` (the target frame indices) and ``truth_frames`` (the
+    positions among them that count against ground truth).
+    """
+    if clip.num_views < 2:
+        raise ValueError("a held-out evaluation needs clips of at least 2 trajectories")
+    h = resolve_view(clip, heldout)
+    frames = target_frames(clip.num_frames, num_target_frames)
+    src = clip.select(views=[v for v in range(clip.num_views) if v != h])
+    every = clip.select(frames=frames)
+    tgt = replace(every, meta={**clip.meta, "heldout": [v == h for v in range(clip.num_views)],
+                               "heldout_name": view_name(clip, h), "frames": frames.tolist(),
+                               "truth_frames": [i for i, f in enumerate(frames.tolist()) if f != 0]})
+    return src, tgt
+

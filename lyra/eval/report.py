@@ -1,0 +1,202 @@
+"""Scores of the evaluation protocol: the student and its baselines on the same frames.
+
+Per test sample (one scene, one held-out trajectory; see :mod:`lyra.eval.protocol`):
+
+- ``student``: ``truth`` = renders vs ground truth on the held-out trajectory's truth frames;
+  ``heldout`` = the same frames vs the teacher's RGB; ``source`` = renders vs the teacher's RGB
+  on the source trajectories' target frames (how well the input is reproduced: a low source
+  score means capacity or layout, a high source score with a low truth score means geometry);
+  ``fidelity`` = vs the teacher's RGB on every target frame (the self-distillation number);
+- ``nearest``: the teacher frame of the nearest source camera, ``truth`` and ``heldout``;
+- ``codec``: the teacher's own decoding vs ground truth on the truth frames (the ceiling);
+- ``per_scene`` (opt-in, slow): Gaussians fitted to the source views, scored like the student.
+
+``EvalReport`` collects records, gathers them across ranks and writes ``scenes.json``,
+``summary.json`` and ``summary.md``; ``lightning test`` and the benchmarks both use it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lyra.data.clip import ClipBatch
+from lyra.eval.baselines import BASELINES, SceneFitConfig, nearest_frame, timed_fit
+from lyra.metrics.image import ImageMetrics
+from lyra.render.renderer import GaussianRenderer
+from lyra.utils.atomic import atomic_write_text
+
+METRICS = ("psnr", "ssim", "lpips")
+METHODS = ("student", "per_scene", "nearest", "codec")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of the evaluation report.
+
+    Args:
+        lpips_net: LPIPS backbone of the metric (the protocol: ``"vgg"``).
+        baselines: which of ``nearest``, ``codec``, ``per_scene`` to score beside the student
+            (``per_scene`` fits every test scene with Adam: slow).
+        scene_fit: settings of the per-scene baseline.
+    """
+
+    lpips_net: Literal["vgg", "alex"] = "vgg"
+    baselines: Sequence[str] = ("nearest", "codec")
+    scene_fit: SceneFitConfig = field(default_factory=SceneFitConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scene_fit, dict):
+            self.scene_fit = SceneFitConfig(**self.scene_fit)
+        unknown = sorted(set(self.baselines) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+
+
+class EvalReport(nn.Module):
+    def __init__(self, config: EvalConfig | dict | None = None) -> None:
+        super().__init__()
+        self.config = EvalConfig(**config) if isinstance(config, dict) else (config or EvalConfig())
+        self.metrics = ImageMetrics(self.config.lpips_net)
+        self.fit_renderer = GaussianRenderer(backend="auto", render_mode="RGB")
+        self.records: list[dict] = []
+        self._baseline_cache: dict[tuple, dict] = {}
+
+    def _scores(self, pred: Tensor, ref: Tensor) -> dict[str, float]:  # [F, H, W, 3] -> frame means
+        return {k: float(v.mean()) for k, v in self.metrics(pred, ref).items()}
+
+    @torch.no_grad()
+    def add(
+        self,
+        batch: ClipBatch,
+        rgb: Tensor,  # [B, V, F, H, W, 3] student renders of every target frame
+        scene_ids: Sequence[str] | None = None,
+    ) -> list[dict]:
+        B, V, F, H, W, _ = batch.rgb.shape
+        new = []
+        for b in range(B):
+            meta = batch.meta[b] if batch.meta else {}
+            rec = {"scene": scene_ids[b] if scene_ids else str(meta.get("index", b)),
+                   "caption": batch.captions[b] if b < len(batch.captions) else ""}
+            student = {"fidelity": self._scores(rgb[b].flatten(0, 1), batch.rgb[b].flatten(0, 1))}
+            heldout = meta.get("heldout")
+            if heldout is not None and any(heldout):
+                v = heldout.index(True)
+                truth = meta.get("truth_frames", list(range(F)))
+                src_views = [i for i in range(V) if not heldout[i]]
+                rec["heldout"] = meta.get("heldout_name", f"view{v}")
+                student["source"] = self._scores(rgb[b, src_views].flatten(0, 1), batch.rgb[b, src_views].flatten(0, 1))
+                student["heldout"] = self._scores(rgb[b, v, truth], batch.rgb[b, v, truth])
+                if batch.gt_rgb is not None:
+                    student["truth"] = self._scores(rgb[b, v, truth], batch.gt_rgb[b, v, truth])
+                rec.update(self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"]))
+            rec["student"] = student
+            new.append(rec)
+        self.records.extend(new)
+        return new
+
+    def _baselines(self, batch: ClipBatch, b: int, v: int, truth: list[int], scene: str, held: str) -> dict:
+        key = (scene, held)
+        if key in self._baseline_cache:  # baselines do not change while a student trains
+            return self._baseline_cache[key]
+        out: dict[str, dict] = {}
+        gt = batch.gt_rgb[b, v, truth] if batch.gt_rgb is not None else None
+        teacher = batch.rgb[b, v, truth]
+        src = batch.sources[b] if batch.sources else None
+        c2w, K = batch.c2w[b, v, truth], batch.K[b, v, truth]
+        H, W = batch.rgb.shape[-3:-1]
+        for name in self.config.baselines:
+            if name == "codec" and gt is not None:
+                out["codec"] = {"truth": self._scores(teacher, gt)}
+            elif name == "nearest" and src is not None:
+                pred = nearest_frame(src, c2w.cpu()).to(teacher.device)
+                out["nearest"] = {"heldout": self._scores(pred, teacher)}
+                if gt is not None:
+                    out["nearest"]["truth"] = self._scores(pred, gt)
+            elif name == "per_scene" and src is not None and src.depth is not None and src.depth_is_metric:
+                g, seconds = timed_fit(src, self.fit_renderer, self.config.scene_fit)
+                g = g.to(teacher.device)
+                pred = self.fit_renderer(g, c2w[None], K[None], H, W).rgb[0]
+                rec = {"heldout": self._scores(pred, teacher), "seconds": seconds}
+                if gt is not None:
+                    rec["truth"] = self._scores(pred, gt)
+                heldout = batch.meta[b]["heldout"]
+                sv = [i for i in range(len(heldout)) if not heldout[i]]
+                sc = batch.c2w[b, sv].reshape(-1, 4, 4)
+                sk = batch.K[b, sv].reshape(-1, 3, 3)
+                src_pred = self.fit_renderer(g, sc[None], sk[None], H, W).rgb[0]
+                rec["source"] = self._scores(src_pred, batch.rgb[b, sv].flatten(0, 1))
+                out["per_scene"] = rec
+        self._baseline_cache[key] = out
+        return out
+
+    def reset(self) -> None:
+        self.records = []
+
+    def gather(self) -> list[dict]:
+        records = self.records
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, records)
+            records = [r for part in parts for r in part]
+        return records
+
+    def write(self, out_dir: str | Path, records: list[dict]) -> dict[str, float]:
+        summary = summarize(records)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "scenes.json", json.dumps(records, indent=1))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(out / "summary.md", format_table(summary))
+        return summary
+
+
+def summarize(records: list[dict]) -> dict[str, float]:
+    """Means over records (each scene and held-out trajectory weighs the same) of every
+    ``method/comparison/metric``, also per held-out trajectory as ``...@name``."""
+    sums: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        for method in METHODS:
+            for comp, scores in r.get(method, {}).items():
+                if not isinstance(scores, dict):
+                    if comp == "seconds":
+                        sums[f"{method}/seconds"].append(scores)
+                    continue
+                for k, val in scores.items():
+                    sums[f"{method}/{comp}/{k}"].append(val)
+                    if "heldout" in r:
+                        sums[f"{method}/{comp}/{k}@{r['heldout']}"].append(val)
+    summary = {k: sum(v) / len(v) for k, v in sorted(sums.items())}
+    summary["num_samples"] = float(len(records))
+    summary["num_scenes"] = float(len({r["scene"] for r in records}))
+    return summary
+
+
+def format_table(summary: dict[str, float]) -> str:
+    held = sorted({k.split("@", 1)[1] for k in summary if "@" in k})
+    cols = [("truth", h) for h in held] or [("truth", None)]
+    head = "| method | " + " | ".join(f"PSNR / SSIM / LPIPS vs truth ({h or 'held-out'})" for _, h in cols)
+    head += " | PSNR source | PSNR fidelity |"
+    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    for method in METHODS:
+        if not any(k.startswith(method + "/") for k in summary):
+            continue
+        cells = []
+        for comp, h in cols:
+            suffix = f"@{h}" if h else ""
+            vals = [summary.get(f"{method}/{comp}/{m}{suffix}") for m in METRICS]
+            cells.append(" / ".join("-" if x is None else (f"{x:.2f}" if i == 0 else f"{x:.3f}")
+                                    for i, x in enumerate(vals)))
+        for comp in ("source", "fidelity"):
+            x = summary.get(f"{method}/{comp}/psnr")
+            cells.append("-" if x is None else f"{x:.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append(f"\n{int(summary['num_scenes'])} scenes, {int(summary['num_samples'])} samples "
+                 "(scene x held-out trajectory); protocol: docs/evaluation.md")
+    return "\n".join(lines) + "\n"

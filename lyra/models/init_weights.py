@@ -1,0 +1,67 @@
+"""Start a decoder from trained weights (``StudentModule(init_from=...)``).
+
+Sources: a ``save_pretrained`` folder or a Lightning checkpoint of a ``StudentModule``. A static
+decoder's weights may start a dynamic decoder (Lyra's dynamic stages start from the static
+multi-trajectory stage): the dynamic decoder's time embeddings are then the only weights not
+loaded, and they start at zero, so it begins as the static decoder. Anything else that does not
+fit is an error naming the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from lyra.models.decoders.static import GaussianDecoder
+
+TIME_EMBEDDINGS = ("source_time_embed.", "target_time_embed.")
+
+
+def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    if path.is_dir():
+        cfg = path / "config.json"
+        weights = path / "diffusion_pytorch_model.safetensors"
+        if not cfg.is_file() or not weights.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is not a decoder folder written by save_pretrained "
+                                    "(config.json + diffusion_pytorch_model.safetensors)")
+        return load_file(weights), json.loads(cfg.read_text()).get("_class_name")
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {str(path)!r} does not exist; pass a decoder folder (save_pretrained) "
+                                "or a Lightning checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (torch raises many kinds for a file that is not a checkpoint)
+        raise ValueError(f"init_from: {str(path)!r} is not a readable Lightning checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"init_from: {str(path)!r} has no state_dict; it is not a Lightning checkpoint")
+    state = {k[len("decoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("decoder.")}
+    if not state:
+        raise ValueError(f"init_from: {str(path)!r} holds no decoder weights (no 'decoder.*' tensors)")
+    return state, ckpt.get("lyra_decoder", {}).get("class")
+
+
+def load_decoder_weights(decoder: GaussianDecoder, source: str | Path) -> list[str]:
+    """Load ``source`` into ``decoder`` in place; returns the names left at their initial values."""
+    state, saved_class = _read_state(Path(source))
+    has_time = any(k.startswith(TIME_EMBEDDINGS) for k in state)
+    if has_time and not decoder.is_dynamic:
+        raise ValueError(f"init_from: {source} holds a dynamic decoder ({saved_class}); a static decoder would drop "
+                         "its time conditioning. Use DynamicGaussianDecoder")
+    own = decoder.state_dict()
+    bad_shapes = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                  if k in own and tuple(v.shape) != tuple(own[k].shape)}
+    unexpected = sorted(set(state) - set(own))
+    if bad_shapes or unexpected:
+        raise ValueError(f"init_from: {source} does not fit this decoder's architecture (body, density, "
+                         f"latent_channels, patch_size must match): shape mismatches (saved, here) {bad_shapes}, "
+                         f"unknown tensors {unexpected[:8]}")
+    missing = sorted(set(own) - set(state))
+    allowed = decoder.is_dynamic and not has_time
+    if missing and not (allowed and all(k.startswith(TIME_EMBEDDINGS) for k in missing)):
+        raise ValueError(f"init_from: {source} lacks decoder tensors {missing[:8]}")
+    decoder.load_state_dict(state, strict=False)
+    return missing

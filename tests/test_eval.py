@@ -1,0 +1,91 @@
+"""The evaluation protocol's pieces: held-out sampling, frames, baselines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lyra.data.clip import Clip
+from lyra.eval import SceneFitConfig, fit_scene, heldout_split, nearest_source_frames, target_frames
+from lyra.eval.baselines import init_on_rays
+from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
+from lyra.render.renderer import GaussianRenderer
+
+
+def toy_clip(views: int = 3, frames: int = 5, size: int = 16, names=("left", "right", "spiral")) -> Clip:
+    g = torch.Generator().manual_seed(0)
+    eyes = torch.randn(views, frames, 3, generator=g) * 0.3 + torch.tensor([0.0, -0.5, -3.0])
+    c2w = look_at(eyes, torch.zeros(3))
+    K = intrinsics_from_fov(60.0, size, size).expand(views, frames, 3, 3).clone()
+    return Clip(latents=torch.zeros(views, 4, 2, size // 8, size // 8), rgb=torch.rand(views, frames, size, size, 3),
+                c2w=c2w, K=K, time=torch.zeros(views, frames), depth=1 + 4 * torch.rand(views, frames, size, size),
+                gt_rgb=torch.rand(views, frames, size, size, 3), depth_is_metric=True,
+                meta={"trajectories": list(names[:views])})
+
+
+def test_target_frames_are_evenly_spaced_and_checked():
+    assert target_frames(17, 5).tolist() == [0, 4, 8, 12, 16]
+    assert target_frames(9, 5).tolist() == [0, 2, 4, 6, 8]
+    with pytest.raises(ValueError, match="target frames"):
+        target_frames(3, 4)
+
+
+def test_heldout_split_by_name_and_index():
+    clip = toy_clip()
+    src, tgt = heldout_split(clip, "right", 3)
+    torch.testing.assert_close(src.c2w, clip.c2w[[0, 2]])  # the other views, all frames, in order
+    assert src.num_frames == 5 and tgt.num_views == 3 and tgt.num_frames == 3
+    torch.testing.assert_close(tgt.gt_rgb, clip.gt_rgb[:, [0, 2, 4]])
+    assert tgt.meta["heldout"] == [False, True, False] and tgt.meta["heldout_name"] == "right"
+    assert tgt.meta["truth_frames"] == [1, 2]  # frame 0 is every trajectory's shared start view
+    assert heldout_split(clip, 2, 3)[1].meta["heldout_name"] == "spiral"
+    with pytest.raises(ValueError, match="not in this clip's trajectories"):
+        heldout_split(clip, "up", 3)
+    with pytest.raises(ValueError, match="does not exist"):
+        heldout_split(clip, 5, 3)
+
+
+def test_nearest_source_frame_finds_the_matching_camera():
+    clip = toy_clip(views=3, frames=6)
+    src = clip.c2w.reshape(-1, 4, 4)
+    pick = torch.tensor([7, 0, 13])
+    query = src[pick].clone()
+    query[:, :3, 3] += 1e-3  # a hair off, so an exact-match shortcut would not do
+    assert nearest_source_frames(src, query).tolist() == pick.tolist()
+
+
+@pytest.mark.parametrize("s", [4, 8])
+def test_scene_fit_init_sits_on_the_decoder_rays_at_the_true_depth(s):
+    clip = toy_clip(size=16)
+    clip.depth[0, 0, :4, :4] = 0  # unknown (sky): must start far away, never at the camera centre
+    p = init_on_rays(clip, SceneFitConfig(frame_stride=2, pixel_stride=s))
+    n_grid = (16 // s) ** 2
+    assert p["means"].shape == (3 * 3 * n_grid, 3)  # 3 views x frames 0, 2, 4
+    uv, z = world_to_pixels(p["means"][:n_grid], c2w_to_viewmat(clip.c2w[0, 0]), clip.K[0, 0])
+    centres = (torch.arange(16 // s) + 0.5) * s  # the centre of every s x s block: a decoder's own rays
+    v, u = torch.meshgrid(centres, centres, indexing="ij")
+    torch.testing.assert_close(uv, torch.stack([u, v], -1).reshape(-1, 2), atol=1e-3, rtol=0)
+    want = clip.depth[0, 0, s // 2::s, s // 2::s].reshape(-1)
+    known = want > 0
+    torch.testing.assert_close(z[known], want[known], atol=1e-4, rtol=1e-4)
+    far = 2 * float(clip.depth[:, ::2, s // 2::s, s // 2::s].max())
+    torch.testing.assert_close(z[~known], torch.full_like(z[~known], far), atol=1e-3, rtol=1e-4)
+    assert all(torch.isfinite(t).all() for t in p.values())
+
+
+def test_scene_fit_refuses_clips_without_metric_depth_and_improves_the_source_fit():
+    clip = toy_clip(size=16)
+    clip.depth_is_metric = False
+    with pytest.raises(ValueError, match="metric depth"):
+        init_on_rays(clip, SceneFitConfig())
+    clip.depth_is_metric = True
+    renderer = GaussianRenderer(backend="torch", render_mode="RGB")
+    cfg = SceneFitConfig(steps=0, frame_stride=1, pixel_stride=4)
+    before = fit_scene(clip, renderer, cfg)
+    after = fit_scene(clip, renderer, SceneFitConfig(steps=30, frame_stride=1, pixel_stride=4, views_per_step=4))
+
+    def err(g):
+        r = renderer(g, clip.c2w.reshape(1, -1, 4, 4), clip.K.reshape(1, -1, 3, 3), 16, 16).rgb
+        return float((r[0] - clip.rgb.reshape(-1, 16, 16, 3)).abs().mean())
+
+    assert err(after) < err(before)
