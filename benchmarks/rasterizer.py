@@ -1,10 +1,16 @@
-"""Rasterizer speed and memory: lyra's torch backend vs a naive dense-tile autograd rasterizer.
+"""Rasterizer speed and memory: lyra's backends (plain PyTorch "torch", compiled CPU "cpp", gsplat's
+CUDA kernels "gsplat") and a naive dense-tile autograd rasterizer.
 
-    python benchmarks/rasterizer.py            # full table (each case in its own process)
-    python benchmarks/rasterizer.py --quick    # 10k Gaussians only
+    python benchmarks/rasterizer.py                         # random cubes, every backend this machine has
+    python benchmarks/rasterizer.py --quick                 # 10k Gaussians only
+    python benchmarks/rasterizer.py --student               # what the student emits (see below)
+    python benchmarks/rasterizer.py --student --ckpt outputs/static/.../last.ckpt --config configs/static.yaml
 
-Scene: N Gaussians, isotropic scale 0.02, means uniform in a unit cube 1-2 m in front of one
+Cubes: N Gaussians, isotropic scale 0.02, means uniform in a unit cube 1-2 m in front of one
 camera with fx = fy = 0.78 * width; opacity 0.8 (saturating) and 0.1 (translucent: no early stop).
+Student: the decoder of ``--config`` (at initialisation, or with ``--ckpt``'s weights) reads five
+trajectories of a procedural test clip; its pixel-aligned Gaussians are rendered at the six
+target views of one training step (one frame of each trajectory).
 Each case runs in a fresh process so "peak RSS" is that whole process's peak (ru_maxrss), torch
 import included. Times are the median of --repeats runs after one warm-up.
 """
@@ -75,16 +81,42 @@ def naive_dense_tile(means, quats, scales, opac, colors, viewmats, Ks, width, he
     return out
 
 
-def run_one(impl: str, n: int, size: int, opacity: float, repeats: int) -> dict:
+def student_scene(config: list[str], ckpt: str | None):
+    """(means, quats, scales, opacities, colors, viewmats [6, 4, 4], Ks [6, 3, 3], size): the decoder's
+    Gaussians for a procedural test clip's first five trajectories, and one frame of each of six."""
+    from lyra.cli import LyraCLI
+    from lyra.data.datamodule import SPLIT_OFFSETS
+    from lyra.render.cameras import c2w_to_viewmat
+
+    cli = LyraCLI(run=False, args=[a for c in config for a in ("--config", c)])
+    model = cli.model.eval()
+    if ckpt:
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    clip = cli.datamodule.teacher.make_clip(SPLIT_OFFSETS["test"])
+    src = clip.select(views=list(range(5)))
+    with torch.no_grad():
+        g = model.decoder(src.latents[None], src.c2w[None], src.K[None])[0]
+    frame = clip.num_frames // 2
+    return (g.means, g.quats, g.scales, g.opacities, g.colors, c2w_to_viewmat(clip.c2w[:, frame]), clip.K[:, frame],
+            clip.image_size[0])
+
+
+def run_one(impl: str, n: int, size: int, opacity: float, repeats: int, student: tuple | None = None) -> dict:
     from lyra.render.rasterization import rasterization
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    scene = make_scene(n, size, opacity)
+    if student is not None:
+        scene = student_scene(*student)
+        size, n, opacity = scene[7], scene[0].shape[0], float(scene[3].mean())
+    else:
+        scene = make_scene(n, size, opacity)
     params = [t.clone().requires_grad_(True) for t in scene[:5]]
 
     def render():
-        if impl == "lyra":
-            return rasterization(*params, scene[5], scene[6], size, size, backend="torch")[0]
+        if impl in ("torch", "cpp", "gsplat"):
+            dev = "cuda" if impl == "gsplat" else "cpu"
+            return rasterization(*(p.to(dev) for p in params), scene[5].to(dev), scene[6].to(dev), size, size,
+                                 backend=impl)[0]
         return naive_dense_tile(*params, scene[5], scene[6], size, size)
 
     def timed(backward: bool) -> float:
@@ -96,42 +128,66 @@ def run_one(impl: str, n: int, size: int, opacity: float, repeats: int) -> dict:
             else:
                 with torch.no_grad():
                     render()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts[1:])
 
     fwd = timed(False)
     fwdbwd = timed(True)
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    return {"impl": impl, "n": n, "size": size, "opacity": opacity, "fwd_s": fwd, "fwd_bwd_s": fwdbwd,
-            "peak_rss_gb": rss_gb}
+    out = {"impl": impl, "n": n, "size": size, "opacity": opacity, "fwd_s": fwd, "fwd_bwd_s": fwdbwd,
+           "peak_rss_gb": rss_gb}
+    if impl == "gsplat":
+        out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024**3
+    return out
+
+
+def available_impls() -> list[str]:
+    from lyra.render.composite_cpp import cpp_compositor_available
+    from lyra.render.rasterization import gsplat_cuda_available
+
+    return ["torch"] + (["cpp"] if cpp_compositor_available() else []) + (["gsplat"] if gsplat_cuda_available() else [])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only 10k Gaussians at 128x128")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--impls", nargs="+", default=None, help="default: every backend available here, plus naive")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    ap.add_argument("--student", action="store_true", help="render what the student's decoder emits")
+    ap.add_argument("--config", action="append", default=None, help="student config(s) (default configs/static.yaml)")
+    ap.add_argument("--ckpt", default=None, help="trained student weights (default: at initialisation)")
     ap.add_argument("--one", nargs=4, metavar=("IMPL", "N", "SIZE", "OPACITY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    config = args.config or ["configs/static.yaml"]
+    student = (config, args.ckpt) if args.student else None
     if args.one:
         impl, n, size, op = args.one
-        print(json.dumps(run_one(impl, int(n), int(size), float(op), args.repeats)))
+        print(json.dumps(run_one(impl, int(n), int(size), float(op), args.repeats, student)))
         return
-    cases = [(10_000, 128)] + ([] if args.quick else [(100_000, 256)])
-    impls = ["lyra"] + ([] if args.no_naive else ["naive"])
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    impls = args.impls or available_impls() + ([] if args.no_naive or args.student else ["naive"])
+    cases = [(0, 0, 0.0)] if args.student else [
+        (n, size, op) for n, size in [(10_000, 128)] + ([] if args.quick else [(100_000, 256)]) for op in (0.8, 0.1)]
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+          + (f"; student {config} {'weights ' + args.ckpt if args.ckpt else 'at initialisation'}" if student else ""))
     print(f"{'impl':6} {'N':>7} {'res':>7} {'opacity':>7} {'fwd s':>8} {'fwd+bwd s':>10} {'peak RSS GB':>12}")
-    for n, size in cases:
-        for op in (0.8, 0.1):
-            for impl in impls:
-                out = subprocess.run([sys.executable, __file__, "--one", impl, str(n), str(size), str(op),
-                                      "--repeats", str(args.repeats)], capture_output=True, text=True)
-                if out.returncode != 0:
-                    print(f"{impl:6} {n:>7} {size:>4}^2 {op:>7} failed: {out.stderr.strip().splitlines()[-1:]}")
-                    continue
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"{impl:6} {n:>7} {size:>4}^2 {op:>7} {r['fwd_s']:8.3f} {r['fwd_bwd_s']:10.3f} "
-                      f"{r['peak_rss_gb']:12.2f}", flush=True)
+    rows = []
+    for n, size, op in cases:
+        for impl in impls:
+            extra = [a for c in config for a in ("--config", c)] + (["--student"] if student else []) + \
+                (["--ckpt", args.ckpt] if args.ckpt else [])
+            out = subprocess.run([sys.executable, __file__, "--one", impl, str(n), str(size), str(op),
+                                  "--repeats", str(args.repeats), *extra], capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{impl:6} {n:>7} {size:>4}^2 {op:>7} failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            print(f"{impl:6} {r['n']:>7} {r['size']:>4}^2 {r['opacity']:7.2f} {r['fwd_s']:8.3f} {r['fwd_bwd_s']:10.3f} "
+                  f"{r['peak_rss_gb']:12.2f}", flush=True)
+    print(json.dumps({"benchmark": "rasterizer", "student": bool(student), "rows": rows}))
 
 
 if __name__ == "__main__":

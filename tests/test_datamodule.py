@@ -223,3 +223,16 @@ def test_lightning_fit_reshuffles_each_epoch():
     assert len(e0) == len(e1) == 3
     assert sorted(c for caps, _ in e0 for c in caps) == sorted(c for caps, _ in e1 for c in caps)
     assert e0 != e1  # the trainer's epoch reached the dataset: new order / views / frames
+
+
+def test_train_clip_reuse_uses_each_clip_several_times_interleaved():
+    once = list(module(batch_size=1).train_dataloader())
+    twice = list(module(batch_size=1, train_clip_reuse=2).train_dataloader())
+    assert len(twice) == 2 * len(once) == len(module(batch_size=1, train_clip_reuse=2).train_dataloader())
+    seen = indices_of(twice)
+    assert sorted(seen) == sorted(indices_of(once) * 2)
+    assert seen[:4] == [seen[0], seen[1], seen[0], seen[1]]  # a window of 2 clips, each used twice in turn
+    assert indices_of(once)[:2] == seen[:2] and torch.equal(once[0].c2w, twice[0].c2w)  # first uses as before
+    assert not torch.equal(twice[0].c2w, twice[2].c2w)  # the second use draws other views / frames
+    with pytest.raises(ValueError, match="train_clip_reuse"):
+        module(train_clip_reuse=0)

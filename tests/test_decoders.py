@@ -143,3 +143,60 @@ def test_gradient_checkpointing_is_a_switch_not_architecture(tmp_path):
     assert dec.blocks.gradient_checkpointing and dec.is_gradient_checkpointing
     dec.save_pretrained(tmp_path / "d")
     assert not StaticGaussianDecoder.from_pretrained(tmp_path / "d").is_gradient_checkpointing
+
+
+def test_footprint_scales_cover_half_a_block_at_any_distance():
+    dec = StaticGaussianDecoder(**{**TINY, "scale_mode": "footprint", "density": 2})
+    for p in dec.parameters():
+        torch.nn.init.zeros_(p)  # raw outputs all zero: the activations' biases alone decide
+    lat, c2w, K = inputs(B=1, V=1, T=5)
+    g = dec(lat, c2w, K)
+    dist = (g.means.reshape(5, -1, 3) - c2w[0, 0, :, None, :3, 3]).norm(dim=-1).reshape(-1)
+    block_px = 8 / 2  # an 8x codec at density 2: one Gaussian per 4x4 pixels
+    want = dist * block_px / 40.0 / 2  # fx = 40 px; half a block
+    torch.testing.assert_close(g.scales[0], want[:, None].expand(-1, 3), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="scale_mode"):
+        StaticGaussianDecoder(**{**TINY, "scale_mode": "relative"})
+
+
+def test_latent_skip_starts_as_a_no_op_then_carries_latents():
+    torch.manual_seed(5)
+    plain = StaticGaussianDecoder(**TINY).eval()
+    skip = StaticGaussianDecoder(**{**TINY, "latent_skip": True}).eval()
+    skip.load_state_dict(plain.state_dict(), strict=False)
+    lat, c2w, K = inputs()
+    torch.testing.assert_close(skip(lat, c2w, K).colors, plain(lat, c2w, K).colors)
+    torch.nn.init.normal_(skip.skip_head.weight, std=0.1)
+    a, b = skip(lat, c2w, K).colors, skip(lat * 2, c2w, K).colors
+    assert not torch.allclose(a, b)
+
+
+def test_gaussian_depths_lay_gaussians_back_on_their_grid():
+    dec = StaticGaussianDecoder(**{**TINY, "density": 2}).eval()
+    lat, c2w, K = inputs(B=2, V=2, T=5)
+    g = dec(lat, c2w, K)
+    z = dec.gaussian_depths(g, c2w, (32, 32))
+    assert z.shape == (2, 2, 5, 8, 8)
+    from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+
+    uv, zz = world_to_pixels(g.means[1].reshape(2, 5, 64, 3)[1, 3], c2w_to_viewmat(c2w[1, 1, 3]), K[1, 1, 3])
+    torch.testing.assert_close(z[1, 1, 3].reshape(-1), zz, atol=1e-4, rtol=1e-5)
+    depth = torch.arange(32.0)[None, :].expand(1, 1, 5, 32, 32)  # depth = column index
+    assert dec.grid_depth(depth)[0, 0, 0, 0].tolist() == [2.0 + 4 * i for i in range(8)]  # 4 px block centres
+
+
+def test_latent_frame_layout_puts_gaussians_on_one_frame_per_latent_frame():
+    dec = StaticGaussianDecoder(**{**TINY, "gaussian_frames": "latent", "density": 2}).eval()
+    lat, c2w, K = inputs(B=1, V=2, T=9)
+    assert dec.gaussian_frame_indices(9).tolist() == [0, 4, 8]  # the causal codec's lone first frame, then groups
+    g = dec(lat, c2w, K)
+    assert g.num_gaussians == 2 * 3 * 8 * 8
+    z = dec.gaussian_depths(g, c2w, (32, 32))
+    from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+
+    uv, zz = world_to_pixels(g.means[0].reshape(2, 3, 64, 3)[1, 2], c2w_to_viewmat(c2w[0, 1, 8]), K[0, 1, 8])
+    torch.testing.assert_close(z[0, 1, 2].reshape(-1), zz, atol=1e-4, rtol=1e-5)  # frame 8's rays
+    centres = (torch.arange(8) + 0.5) * 4
+    v, u = torch.meshgrid(centres, centres, indexing="ij")
+    torch.testing.assert_close(uv, torch.stack([u, v], -1).reshape(-1, 2), atol=1e-3, rtol=0)
+    assert dec.grid_depth(torch.ones(1, 2, 9, 32, 32)).shape == (1, 2, 3, 8, 8)

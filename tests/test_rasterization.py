@@ -8,6 +8,7 @@ import torch
 
 from lyra.render import look_at
 from lyra.render.cameras import c2w_to_viewmat, make_intrinsics
+from lyra.render.composite_cpp import rasterize_to_pixels_cpp
 from lyra.render.composite_torch import rasterize_to_pixels_torch
 from lyra.render.projection import project_gaussians, quat_scale_to_covar
 from lyra.render.rasterization import rasterization
@@ -96,14 +97,20 @@ def test_opacity_aware_radius_follows_cuda_rule():
     assert ((p.radii == 0).all(-1) >= (opac[None] < 1 / 255)).all()
 
 
+CPU_BACKENDS = ["torch", "cpp"]  # the plain PyTorch reference and the compiled compositor
+COMPOSITORS = {"torch": rasterize_to_pixels_torch, "cpp": rasterize_to_pixels_cpp}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("opacity,aa", [(None, False), (0.9, False), (None, True)])
-def test_image_matches_brute_force(opacity, aa):
+def test_image_matches_brute_force(opacity, aa, backend):
     means, quats, scales, opac, colors = random_scene(400, seed=5, opacity=opacity, scale=0.15 if opacity else 0.04)
     W, H = 40, 33  # not multiples of the tile size
     viewmats, Ks = rotated_cameras(2, W, H)
     bg = torch.tensor([[0.2, 0.5, 0.9], [1.0, 1.0, 1.0]])
     img, alpha, meta = rasterization(means, quats, scales, opac, colors, viewmats, Ks, W, H, backgrounds=bg,
-                                     backend="torch", rasterize_mode="antialiased" if aa else "classic")
+                                     backend=backend, rasterize_mode="antialiased" if aa else "classic")
+    assert meta["backend"] == backend
     for c in range(2):
         ref_img, ref_a = brute_force_composite(
             meta["means2d"][c], meta["conics"][c], colors, meta["opacities"][c], meta["radii"][c],
@@ -116,19 +123,21 @@ def test_image_matches_brute_force(opacity, aa):
         assert (alpha > 0.999).float().mean() > 0.2
 
 
-def test_batched_scenes_and_cameras_equal_separate_calls():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_batched_scenes_and_cameras_equal_separate_calls(backend):
     scenes = [random_scene(200, seed=s) for s in (7, 8)]
     stacked = [torch.stack(t) for t in zip(*scenes)]
     views = [rotated_cameras(3, 32, 24, seed=s) for s in (9, 10)]
     vm, Ks = torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
-    img, alpha, _ = rasterization(*stacked, vm, Ks, 32, 24, backend="torch")
+    img, alpha, _ = rasterization(*stacked, vm, Ks, 32, 24, backend=backend)
     assert img.shape == (2, 3, 24, 32, 3) and alpha.shape == (2, 3, 24, 32, 1)
     for b in range(2):
-        one, _, _ = rasterization(*scenes[b], vm[b], Ks[b], 32, 24, backend="torch")
+        one, _, _ = rasterization(*scenes[b], vm[b], Ks[b], 32, 24, backend=backend)
         torch.testing.assert_close(img[b], one, atol=1e-5, rtol=0)
 
 
-def test_gradcheck_tiny_scene_float64():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradcheck_tiny_scene_float64(backend):
     means, quats, scales, opac, colors = random_scene(6, seed=11, dtype=torch.float64)
     scales = scales * 4
     opac = opac * 0.6 + 0.2
@@ -136,7 +145,7 @@ def test_gradcheck_tiny_scene_float64():
     viewmats, Ks = viewmats.double(), Ks.double()
 
     def f(m, q, s, o, c):
-        img, a, _ = rasterization(m, q, s, o, c, viewmats, Ks, 12, 10, render_mode="RGB+ED", backend="torch",
+        img, a, _ = rasterization(m, q, s, o, c, viewmats, Ks, 12, 10, render_mode="RGB+ED", backend=backend,
                                   backgrounds=torch.ones(1, 3, dtype=torch.float64) * 0.3)
         return img, a
 
@@ -144,7 +153,8 @@ def test_gradcheck_tiny_scene_float64():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
 
 
-def test_gradients_match_autograd_through_brute_force():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradients_match_autograd_through_brute_force(backend):
     """The custom backward equals autograd through the brute-force compositor (RGB + alpha + bg)."""
     means, quats, scales, opac, colors = random_scene(150, seed=12, opacity=0.7)
     viewmats, Ks = rotated_cameras(1, 24, 20)
@@ -155,8 +165,8 @@ def test_gradients_match_autograd_through_brute_force():
     w_a = torch.rand(20, 24, generator=torch.Generator().manual_seed(1))
 
     ours = [t.clone().requires_grad_(True) for t in inputs] + [bg.clone().requires_grad_(True)]
-    img, a = rasterize_to_pixels_torch(ours[0][None], ours[1][None], ours[2][None], ours[3][None],
-                                       p.radii, p.depths, 24, 20, backgrounds=ours[4][None])
+    img, a = COMPOSITORS[backend](ours[0][None], ours[1][None], ours[2][None], ours[3][None],
+                                  p.radii, p.depths, 24, 20, backgrounds=ours[4][None])
     ((img[0] * w_rgb).sum() + (a[0, ..., 0] * w_a).sum()).backward()
 
     ref = [t.double().clone().requires_grad_(True) for t in inputs] + [bg.double().clone().requires_grad_(True)]
@@ -264,3 +274,50 @@ def test_torch_backend_matches_gsplat_cuda():
     assert (ga - ta).abs().mean() < 1e-4
     for x, y in zip(gg, tg):
         assert torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0) > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("opacity", [0.95, 0.1, None])
+def test_compiled_compositor_equals_the_pytorch_reference(opacity, dtype):
+    """Forward and every gradient of the compiled compositor match the PyTorch one, translucent and
+    saturating scenes, several images with their own backgrounds, a 4-channel colour (RGB + depth)."""
+    means, quats, scales, opac, colors = random_scene(600, seed=21, opacity=opacity, scale=0.08, dtype=dtype)
+    vm, K = rotated_cameras(3, 45, 37)
+    p = project_gaussians(means, quats, scales, opac, vm.to(dtype), K.to(dtype), 45, 37)
+    cols = torch.cat([colors[None].expand(3, -1, -1), p.depths[..., None]], -1).detach()
+    inputs = [p.means2d.detach(), p.conics.detach(), cols, p.opacities.detach(), torch.rand(3, 4, dtype=dtype)]
+    gen = torch.Generator().manual_seed(3)
+    w_img, w_a = torch.randn(3, 37, 45, 4, generator=gen, dtype=dtype), torch.randn(3, 37, 45, 1, generator=gen, dtype=dtype)
+    out = {}
+    for name, fn in COMPOSITORS.items():
+        xs = [t.clone().requires_grad_(True) for t in inputs]
+        img, a = fn(xs[0], xs[1], xs[2], xs[3], p.radii, p.depths.detach(), 45, 37, 16, xs[4])
+        ((img * w_img).sum() + (a * w_a).sum()).backward()
+        out[name] = [img.detach(), a.detach()] + [x.grad for x in xs]
+    tol = 1e-9 if dtype == torch.float64 else 2e-5
+    for got, want in zip(out["cpp"], out["torch"]):
+        scale = want.abs().max().clamp_min(1.0)
+        assert (got - want).abs().max() <= tol * scale, ((got - want).abs().max(), scale)
+    if opacity == 0.95:
+        assert (out["cpp"][1] > 0.999).float().mean() > 0.2  # saturated pixels exercise the early stop
+
+
+def test_a_chunk_whose_pairs_all_lie_behind_the_stop_has_a_backward():
+    """Regression: a depth chunk in which every pair is behind its pixel's early stop used to leave
+    an empty record that crashed the backward (seen in a per-scene fit)."""
+    from lyra.render.composite_torch import composite_backward, composite_forward
+
+    means2d = torch.tensor([[[8.5, 8.5], [8.5, 8.5], [8.2, 7.9]]])
+    # A broad front Gaussian saturates the centre; behind it, one that touches only the centre pixel
+    # (its chunk then holds a single pair, excluded by the stop), and a broad one.
+    conics = torch.tensor([[[2e-4, 0.0, 2e-4], [50.0, 0.0, 50.0], [2e-2, 0.0, 2e-2]]])
+    colors = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    opac = torch.tensor([[0.999, 0.999, 0.999]])  # the second brings T to 1e-6: stop before it
+    radii = torch.full((1, 3, 2), 16, dtype=torch.int32)
+    depths = torch.tensor([[1.0, 2.0, 3.0]])
+    accum, log_t, saved = composite_forward(means2d, conics, colors, opac, radii, depths, 16, 16, pair_budget=1)
+    assert len(saved) >= 1 and all(len(p.pix) > 0 for p in saved)
+    grads = composite_backward(torch.ones(256, 3), torch.zeros(256), log_t, torch.ones(1, 3), saved, conics, colors,
+                               opac, 256)
+    assert torch.isfinite(grads[2]).all() and grads[2][0, 1].abs().sum() == 0  # the hidden one gets nothing
+    assert grads[2][0, 0].abs().sum() > 0 and grads[2][0, 2].abs().sum() > 0

@@ -217,3 +217,36 @@ def test_prune_keep_keeps_the_most_opaque_fifth():
     g = module(synthetic_batch())
     full = module.decoder(synthetic_batch().latents, synthetic_batch().src_c2w, synthetic_batch().src_K)
     assert isinstance(g, Gaussians) and g.num_gaussians == round(0.2 * full.num_gaussians)
+
+
+def test_gaussian_depth_term_compares_each_gaussian_with_its_pixel_depth():
+    loss = RenderingLoss(mse_weight=1.0, depth_weight=0.0, gaussian_depth_weight=1.0)
+    rgb = torch.rand(1, 2, 8, 8, 3)
+    target_d = torch.full((1, 2, 5, 4, 4), 3.0)
+    target_d[..., 0, 0] = 0  # unknown: not counted
+    same = loss(rgb, rgb, gaussian_depth=torch.full_like(target_d, 3.0), gaussian_depth_target=target_d,
+                depth_is_metric=True)
+    assert same.terms["gaussian_depth"] == 0
+    off = torch.full_like(target_d, 3.0)
+    off[..., 0, 0] = 100.0  # wrong only where depth is unknown
+    assert loss(rgb, rgb, gaussian_depth=off, gaussian_depth_target=target_d, depth_is_metric=True).terms[
+        "gaussian_depth"] == 0
+    twice = loss(rgb, rgb, gaussian_depth=2 * target_d, gaussian_depth_target=target_d, depth_is_metric=True)
+    assert twice.terms["gaussian_depth"] == pytest.approx(float(torch.log(torch.tensor(2.0))), rel=1e-5)
+    # non-metric depth: only the shape counts (scale and shift free)
+    shaped = torch.rand(1, 2, 5, 4, 4) + 1
+    assert loss(rgb, rgb, gaussian_depth=5 * shaped + 1, gaussian_depth_target=shaped).terms["gaussian_depth"] < 1e-5
+
+
+def test_student_supervises_gaussian_depths_from_the_source_frames():
+    module = tiny_student(lpips=False)
+    module.loss = RenderingLoss(gaussian_depth_weight=1.0)
+    batch = synthetic_batch()
+    batch.src_depth = torch.full((1, 2, 5, 32, 32), 3.0)
+    g = module(batch)
+    z = module.decoder.gaussian_depths(g, batch.src_c2w, (32, 32))
+    t = trainer(max_steps=40)
+    t.fit(module, train_dataloaders=DataLoader([batch] * 40, batch_size=None))
+    z_after = module.decoder.gaussian_depths(module(batch), batch.src_c2w, (32, 32))
+    assert "train/gaussian_depth" in t.logged_metrics
+    assert (z_after - 3.0).abs().mean() < 0.5 * (z - 3.0).abs().mean()

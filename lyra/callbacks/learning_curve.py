@@ -78,6 +78,7 @@ class LearningCurve(L.Callback):
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        minutes = self.train_minutes()
         t0 = time.perf_counter()
         if self._batches is None:
             # The test split through the data module's own protocol, read once and kept.
@@ -94,8 +95,7 @@ class LearningCurve(L.Callback):
             report.add(batch, rgb)
         pl_module.train(was_training)
         summary = summarize(report.records)
-        point = {"minutes": self.train_minutes(), "step": trainer.global_step, "eval_seconds": 0.0, **summary}
-        point["eval_seconds"] = time.perf_counter() - t0
+        point = {"minutes": minutes, "step": trainer.global_step, "eval_seconds": time.perf_counter() - t0, **summary}
         self.points.append(point)
         self._write()
         held = sorted({k.split("@", 1)[1] for k in summary if k.startswith("student/truth/psnr@")})

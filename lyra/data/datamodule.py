@@ -79,9 +79,11 @@ class ClipStream(IterableDataset):
         world_size: int = 1,
         num_workers: int = 0,
         heldout: Sequence[str | int] = (),
+        reuse: int = 1,
     ) -> None:
         self.indices, self.source, self.split = list(indices), source, split
         self.heldout = list(heldout) if split == "test" else []
+        self.reuse = reuse if split == "train" else 1
         self.batch_size, self.target_frames, self.seed = batch_size, target_frames, seed
         self.views = (num_views, num_views) if isinstance(num_views, int) else tuple(num_views)
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
@@ -98,7 +100,7 @@ class ClipStream(IterableDataset):
 
     def _batches(self, n: int) -> int:
         if self.split == "train":
-            return n // self.batch_size
+            return n * self.reuse // self.batch_size
         return -(-n * max(1, len(self.heldout)) // self.batch_size)  # one sample per held-out trajectory
 
     def __len__(self) -> int:
@@ -117,10 +119,25 @@ class ClipStream(IterableDataset):
         if self.split == "test":
             yield from self._test_batches(mine)
             return
-        for b in range(self._batches(len(mine))):
-            chunk = mine[b * self.batch_size : (b + 1) * self.batch_size]
-            n_views = self._num_views(chunk[0])
-            yield ClipBatch.collate([self.sample(self.source(i), i, n_views) for i in chunk])
+        chunk: list[tuple[int, int, Clip]] = []
+        for index, rep, clip in self._uses(mine):
+            chunk.append((index, rep, clip))
+            if len(chunk) == self.batch_size:
+                n_views = self._num_views(chunk[0][0], chunk[0][1])
+                yield ClipBatch.collate([self.sample(c, i, n_views, r) for i, r, c in chunk])
+                chunk = []
+        if chunk and self.split != "train":  # train drops it: every rank runs the same step count
+            n_views = self._num_views(chunk[0][0], chunk[0][1])
+            yield ClipBatch.collate([self.sample(c, i, n_views, r) for i, r, c in chunk])
+
+    def _uses(self, indices: list[int]):
+        """(index, use, clip) in order: with ``reuse`` R, windows of R clips are loaded once and each
+        clip is used R times, interleaved, so consecutive steps see different scenes."""
+        for w in range(0, len(indices), self.reuse):
+            window = [(i, self.source(i)) for i in indices[w:w + self.reuse]]
+            for rep in range(self.reuse):
+                for i, clip in window:
+                    yield i, rep, clip
 
     def _test_batches(self, indices: list[int]):
         items: list[tuple[Clip, Clip]] = []
@@ -140,18 +157,18 @@ class ClipStream(IterableDataset):
         epoch = self.epoch if self.split == "train" else 0
         return torch.Generator().manual_seed(_seed(self.seed, epoch, *parts))
 
-    def _num_views(self, first_index: int) -> int:
+    def _num_views(self, first_index: int, use: int = 0) -> int:
         lo, hi = self.views
         if self.split == "test" or lo == hi:
             return hi
-        return int(torch.randint(lo, hi + 1, (), generator=self._rng(first_index, 1)))
+        return int(torch.randint(lo, hi + 1, (), generator=self._rng(first_index, 1, *([use] if use else []))))
 
-    def sample(self, clip: Clip, index: int, n_views: int) -> tuple[Clip, Clip]:
+    def sample(self, clip: Clip, index: int, n_views: int, use: int = 0) -> tuple[Clip, Clip]:
         V, T = clip.num_views, clip.num_frames
         if n_views > V or self.target_frames > T:
             raise ValueError(f"clip {index} has {V} views x {T} frames; num_views={self.views} / target_frames="
                              f"{self.target_frames} ask for more. Lower them or generate larger clips")
-        g = self._rng(index, 2)
+        g = self._rng(index, 2, *([use] if use else []))  # use 0 draws what a single use always drew
         if self.split == "test":
             views = torch.arange(n_views)
             frames = target_frames(T, self.target_frames).expand(n_views, -1)
@@ -198,6 +215,7 @@ class ClipDataModule(lightning.LightningDataModule):
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
+        train_clip_reuse: int = 1,
     ) -> None:
         """Clips for the student: train / val / test splits of a teacher's clips.
 
@@ -221,6 +239,9 @@ class ClipDataModule(lightning.LightningDataModule):
                 source holds). Checked against the teacher now and against a cache's manifest at
                 setup, so a curriculum stage that changes the size fails before training when the
                 cache holds another one.
+            train_clip_reuse: every training clip gives this many samples (other views and target
+                frames each time), interleaved over windows of that many clips: a teacher that
+                renders on the fly, or a cache read, is paid once per that many samples.
         """
         super().__init__()
         if source == "on_the_fly" and teacher is None:
@@ -249,6 +270,9 @@ class ClipDataModule(lightning.LightningDataModule):
             raise ValueError(f"test_target_frames must be a positive int, got {test_target_frames}")
         self.test_target_frames = test_target_frames or target_frames
         self.test_heldout = list(test_heldout or [])
+        if not isinstance(train_clip_reuse, int) or train_clip_reuse < 1:
+            raise ValueError(f"train_clip_reuse must be a positive int, got {train_clip_reuse!r}")
+        self.train_clip_reuse = train_clip_reuse
         self.num_workers, self.counts, self.seed = num_workers, counts, seed
         self._reader: ShardReader | None = None
         self.expected_size = {"num_frames": num_frames, "height": height, "width": width}
@@ -301,7 +325,8 @@ class ClipDataModule(lightning.LightningDataModule):
         rank, world = self._rank()
         frames = self.test_target_frames if split == "test" else self.target_frames
         return ClipStream(indices, source, split, self.batch_size, self.num_views, frames,
-                          self.seed, rank, world, self.num_workers, heldout=self.test_heldout)
+                          self.seed, rank, world, self.num_workers, heldout=self.test_heldout,
+                          reuse=self.train_clip_reuse)
 
     def _loader(self, split: Split) -> DataLoader:
         loader = _EpochDataLoader(self.dataset(split), batch_size=None, num_workers=self.num_workers)

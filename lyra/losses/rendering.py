@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,6 +38,10 @@ class RenderingLoss(nn.Module):
             target depth is metric; target depth 0 marks pixels without depth.
         opacity_weight: weight of the mean-opacity regulariser (Lyra: 0.1, pruning stages only).
         opacity_regularizer: whether the opacity term is on (Lyra's pruning stages turn it on).
+        gaussian_depth_weight: weight of the pixel-aligned depth term: every Gaussian's depth in
+            its own source frame against the clip's depth at its pixel (L1 of log depth when the
+            depth is metric, else scale/shift-invariant as ``depth``). Not in the paper; a dense,
+            direct geometry signal (0 = off).
     """
 
     def __init__(
@@ -49,15 +54,17 @@ class RenderingLoss(nn.Module):
         depth_weight: float = 0.05,
         opacity_weight: float = 0.1,
         opacity_regularizer: bool = False,
+        gaussian_depth_weight: float = 0.0,
     ) -> None:
         super().__init__()
         for name, w in (("mse_weight", mse_weight), ("lpips_weight", lpips_weight), ("depth_weight", depth_weight),
-                        ("opacity_weight", opacity_weight)):
+                        ("opacity_weight", opacity_weight), ("gaussian_depth_weight", gaussian_depth_weight)):
             if not w >= 0:
                 raise ValueError(f"{name} must be >= 0, got {w}")
         if lpips_size is not None and lpips_size < 16:
             raise ValueError(f"lpips_size must be >= 16 pixels (or None for full resolution), got {lpips_size}")
-        self.weights = {"mse": mse_weight, "lpips": lpips_weight, "depth": depth_weight, "opacity": opacity_weight}
+        self.weights = {"mse": mse_weight, "lpips": lpips_weight, "depth": depth_weight, "opacity": opacity_weight,
+                        "gaussian_depth": gaussian_depth_weight}
         self.opacity_regularizer = opacity_regularizer
         self.lpips_size = lpips_size
         self.lpips = LPIPS(lpips_net, weights_path=lpips_weights_path) if lpips_weight > 0 else None
@@ -71,6 +78,8 @@ class RenderingLoss(nn.Module):
         alpha: Tensor | None = None,  # [..., H, W] rendered opacity: depth counts only where > 0.5
         opacities: Tensor | None = None,  # [..., N] Gaussian opacities, for the regulariser
         depth_is_metric: bool = False,
+        gaussian_depth: Tensor | None = None,  # [..., gh, gw] pixel-aligned Gaussians' depths
+        gaussian_depth_target: Tensor | None = None,  # [..., gh, gw] the clip's depth there, 0 = unknown
     ) -> LossOutput:
         if rgb.shape != target.shape or rgb.shape[-1] != 3:
             raise ValueError(f"rgb and target must both be [..., H, W, 3]; got {tuple(rgb.shape)} and "
@@ -86,6 +95,14 @@ class RenderingLoss(nn.Module):
                 raise ValueError("target_depth was given but no rendered depth; render with render_mode='RGB+ED'")
             mask = alpha > 0.5 if alpha is not None else None
             terms["depth"] = depth_loss(depth, target_depth.to(depth.dtype), mask=mask, metric=depth_is_metric)
+        if self.weights["gaussian_depth"] > 0 and gaussian_depth is not None and gaussian_depth_target is not None:
+            target_d = gaussian_depth_target.to(gaussian_depth.dtype)
+            if depth_is_metric:
+                valid = target_d > 0
+                err = (torch.log(gaussian_depth.clamp_min(1e-3)) - torch.log(target_d.clamp_min(1e-3))).abs()
+                terms["gaussian_depth"] = (err * valid).sum() / valid.sum().clamp_min(1)
+            else:
+                terms["gaussian_depth"] = depth_loss(gaussian_depth, target_d)
         if self.opacity_regularizer:
             if opacities is None:
                 raise ValueError("opacity_regularizer is on: pass the Gaussians' opacities")

@@ -98,8 +98,14 @@ class StudentModule(L.LightningModule):
         r = self.render_targets(g, batch)
         B, V, F = batch.rgb.shape[:3]
         depth = batch.depth.reshape(B, V * F, *batch.depth.shape[-2:]) if batch.depth is not None else None
+        aligned = aligned_target = None
+        if (self.loss.weights["gaussian_depth"] > 0 and batch.src_depth is not None and not self.decoder.is_dynamic
+                and self.hparams.prune_keep is None):  # pruned Gaussians no longer lie on a grid
+            aligned = self.decoder.gaussian_depths(g, batch.src_c2w, batch.src_depth.shape[-2:])
+            aligned_target = self.decoder.grid_depth(batch.src_depth)
         out = self.loss(r.rgb, batch.rgb.reshape(r.rgb.shape), r.depth, depth, r.alpha, g.opacities,
-                        depth_is_metric=batch.depth_is_metric)
+                        depth_is_metric=batch.depth_is_metric, gaussian_depth=aligned,
+                        gaussian_depth_target=aligned_target)
         if not torch.isfinite(out.total):
             raise FloatingPointError(f"non-finite {stage} loss ({ {k: float(v) for k, v in out.terms.items()} }); "
                                      "lower the learning rate or check the clip data for NaNs")

@@ -203,6 +203,8 @@ def composite_forward(
         include = log_t_before + log1m > LOG_T_MIN
         done[pix[~include]] = True
         inc = include.nonzero().squeeze(1)
+        if len(inc) == 0:
+            continue  # every pair of this chunk lies behind a pixel's stop: nothing to save
         pix, alpha, dx, falloff, prow, log1m, log_t_before = (
             _take(t, inc) for t in (pix, alpha, dx, falloff, prow, log1m, log_t_before))
         gauss = _take(g, prow)

@@ -1,8 +1,10 @@
 """``lyra.render.rasterization``: gsplat's calling convention with a CPU-capable PyTorch backend.
 
-``backend="torch"`` is our own differentiable rasterizer (projection in autograd, compositing in
-:mod:`lyra.render.composite_torch`); ``"gsplat"`` calls gsplat's CUDA kernels; ``"auto"`` picks
-gsplat when the tensors are on CUDA and gsplat's kernels load, else torch.
+``backend="torch"`` is our own differentiable rasterizer in plain PyTorch (projection in autograd,
+compositing in :mod:`lyra.render.composite_torch`, any device); ``"cpp"`` is the same with the
+compositing compiled for the CPU (:mod:`lyra.render.composite_cpp`, tested against the PyTorch
+one); ``"gsplat"`` calls gsplat's CUDA kernels; ``"auto"`` picks gsplat for CUDA tensors when its
+kernels load, the compiled compositor for CPU tensors when it builds, else torch.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lyra.render.composite_cpp import cpp_compositor_available, rasterize_to_pixels_cpp
 from lyra.render.composite_torch import rasterize_to_pixels_torch
 from lyra.render.projection import project_gaussians
 from lyra.render.sh import eval_sh, num_sh_bases
 
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 RasterizeMode = Literal["classic", "antialiased"]
-Backend = Literal["auto", "torch", "gsplat"]
+Backend = Literal["auto", "torch", "cpp", "gsplat"]
+BACKENDS = ("auto", "torch", "cpp", "gsplat")
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 
 
@@ -42,8 +46,8 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         raise ValueError(f"unknown render_mode {render_mode!r}; choose one of {RENDER_MODES}")
     if rasterize_mode not in ("classic", "antialiased"):
         raise ValueError(f"unknown rasterize_mode {rasterize_mode!r}; choose 'classic' or 'antialiased'")
-    if backend not in ("auto", "torch", "gsplat"):
-        raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'torch' or 'gsplat'")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"image size must be positive, got width={width}, height={height}")
     if means.ndim < 2 or means.shape[-1] != 3:
@@ -135,14 +139,18 @@ def rasterization(
             rasterize_mode=rasterize_mode, channel_chunk=channel_chunk)
         meta["backend"] = "gsplat"
         return colors_out, alphas, meta
+    if backend == "cpp" and (means.is_cuda or not cpp_compositor_available()):
+        raise ValueError("backend='cpp' needs CPU tensors and lyra's compiled compositor (a C++ compiler and ninja "
+                         "to build it); use backend='torch' or 'auto'")
+    use_cpp = backend == "cpp" or (backend == "auto" and not means.is_cuda and cpp_compositor_available())
     return _rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
                                 near_plane, far_plane, radius_clip, eps2d, sh_degree, tile_size, backgrounds,
-                                render_mode, rasterize_mode, batch, N, C)
+                                render_mode, rasterize_mode, batch, N, C, use_cpp)
 
 
 def _rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
                          far_plane, radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode,
-                         rasterize_mode, batch, N, C):
+                         rasterize_mode, batch, N, C, use_cpp=False):
     proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=eps2d,
                              near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip,
                              antialiased=rasterize_mode == "antialiased")
@@ -164,7 +172,8 @@ def _rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, 
             backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(batch + (C, 1))], dim=-1)
     D = colors.shape[-1]
     I = math.prod(batch) * C
-    render, alphas = rasterize_to_pixels_torch(
+    composite = rasterize_to_pixels_cpp if use_cpp else rasterize_to_pixels_torch
+    render, alphas = composite(
         proj.means2d.reshape(I, N, 2), proj.conics.reshape(I, N, 3), colors.reshape(I, N, D),
         proj.opacities.reshape(I, N), proj.radii.reshape(I, N, 2), proj.depths.reshape(I, N),
         width, height, tile_size, None if backgrounds is None else backgrounds.reshape(I, D).to(colors.dtype))
@@ -174,5 +183,5 @@ def _rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, 
         render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
     meta = {"radii": proj.radii, "means2d": proj.means2d, "depths": proj.depths, "conics": proj.conics,
             "opacities": proj.opacities, "width": width, "height": height, "tile_size": tile_size,
-            "n_cameras": C, "backend": "torch"}
+            "n_cameras": C, "backend": "cpp" if use_cpp else "torch"}
     return render, alphas, meta

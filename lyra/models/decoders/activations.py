@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,16 +19,35 @@ from lyra.render.gaussians import Gaussians
 RAW_CHANNELS = 12
 
 
+ScaleMode = Literal["absolute", "footprint"]
+DEFAULT_SCALE_BIAS = {"absolute": 1.0 - math.log(0.3), "footprint": math.log(2.0)}
+
+
 @dataclass
 class GaussianActivationConfig:
-    """Defaults are the reference values; small CPU scenes may want a nearer ``far``."""
+    """Defaults are the reference values; small CPU scenes may want a nearer ``far``.
+
+    ``scale_mode``: ``"absolute"`` (the paper): scale = min(exp(x - scale_bias), max_scale) in
+    scene units. ``"footprint"``: scale = min(f exp(x - scale_bias), max_scale) with f the width of
+    the Gaussian's pixel block at its distance (distance x block pixels / focal), so at x = 0 a
+    Gaussian covers half its block whatever the scene's scale (default bias ln 2).
+    """
 
     near: float = 0.1  # distance = near (1 - w) + far w, w = sigmoid(x - distance_bias)
     far: float = 500.0
     distance_bias: float = 1.65
-    max_scale: float = 0.3  # scale = min(exp(x - scale_bias), max_scale)
-    scale_bias: float = 1.0 - math.log(0.3)
+    max_scale: float = 0.3
+    scale_bias: float | None = None  # None: the mode's default (DEFAULT_SCALE_BIAS)
     opacity_bias: float = 2.0  # opacity = sigmoid(x - opacity_bias)
+    scale_mode: ScaleMode = "absolute"
+
+    def __post_init__(self) -> None:
+        if self.scale_mode not in DEFAULT_SCALE_BIAS:
+            raise ValueError(f"scale_mode must be one of {list(DEFAULT_SCALE_BIAS)}, got {self.scale_mode!r}")
+        if self.scale_bias is None:
+            self.scale_bias = DEFAULT_SCALE_BIAS[self.scale_mode]
+        if not 0 < self.near < self.far:
+            raise ValueError(f"need 0 < near < far, got near={self.near}, far={self.far}")
 
 
 def activate_gaussians(
@@ -35,6 +55,7 @@ def activate_gaussians(
     origins: Tensor,  # [..., N, 3] ray origins (world)
     dirs: Tensor,  # [..., N, 3] unit ray directions (world)
     cfg: GaussianActivationConfig,
+    footprint: Tensor | None = None,  # [..., N] block width per unit distance (footprint scale mode)
 ) -> Gaussians:
     if raw.shape[-1] != RAW_CHANNELS:
         raise ValueError(f"raw Gaussian channels must be {RAW_CHANNELS}, got {raw.shape[-1]}")
@@ -43,7 +64,12 @@ def activate_gaussians(
     distance = cfg.near * (1 - w) + cfg.far * w
     means = origins + dirs * distance
     colors = 0.5 * torch.tanh(rgb_x) + 0.5
-    scales = torch.exp(scale_x - cfg.scale_bias).clamp(max=cfg.max_scale)
+    if cfg.scale_mode == "footprint":
+        if footprint is None:
+            raise ValueError("scale_mode='footprint' needs each Gaussian's pixel footprint")
+        scales = (torch.exp(scale_x - cfg.scale_bias) * (distance * footprint[..., None])).clamp(max=cfg.max_scale)
+    else:
+        scales = torch.exp(scale_x - cfg.scale_bias).clamp(max=cfg.max_scale)
     # A tiny constant keeps the quaternion defined when the head outputs zeros.
     quats = F.normalize(quat_x + torch.tensor([1e-6, 0, 0, 0], dtype=raw.dtype, device=raw.device), dim=-1)
     opacities = torch.sigmoid(opac_x[..., 0] - cfg.opacity_bias)

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from lyra.data.codecs.frames import fold_frames, latent_frame_count, unfold_frames
 from lyra.models.blocks import BlockStack, BodyConfig
-from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, activate_gaussians
+from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, ScaleMode, activate_gaussians
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.render.cameras import pixel_rays, resize_intrinsics
 from lyra.render.gaussians import Gaussians
@@ -81,8 +82,17 @@ class StaticGaussianDecoder(GaussianDecoder):
         far: farthest distance (Lyra: 500; small procedural scenes: ~20).
         distance_bias: distance = near (1 - w) + far w with w = sigmoid(x - distance_bias).
         max_scale: upper bound of every scale.
-        scale_bias: scale = min(exp(x - scale_bias), max_scale); ``None``: Lyra's 1 - ln 0.3.
+        scale_bias: scale = min(exp(x - scale_bias), max_scale); ``None``: Lyra's 1 - ln 0.3
+            (``"footprint"`` mode: ln 2, half the Gaussian's pixel block).
         opacity_bias: opacity = sigmoid(x - opacity_bias).
+        scale_mode: ``"absolute"`` (Lyra: scales in scene units) or ``"footprint"`` (scales in
+            units of the Gaussian's pixel-block width at its distance, so they fit any scene scale).
+        gaussian_frames: ``"all"`` (Lyra: the codec's temporal compression is undone, Gaussians
+            for every frame) or ``"latent"`` (Gaussians for one frame per latent frame, the last of
+            its group: frames 0, 4, 8, ... of a causal 4x codec; a quarter of the Gaussians).
+        latent_skip: also map every latent pixel straight to its Gaussians' raw values with a
+            zero-initialised linear layer beside the body (the body's tokens are narrower than a
+            latent patch, so colour detail otherwise has to squeeze through them).
     """
 
     _supports_gradient_checkpointing = True
@@ -103,25 +113,33 @@ class StaticGaussianDecoder(GaussianDecoder):
         max_scale: float = 0.3,
         scale_bias: float | None = None,
         opacity_bias: float = 2.0,
+        scale_mode: ScaleMode = "absolute",
+        gaussian_frames: Literal["all", "latent"] = "all",
+        latent_skip: bool = False,
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
         self.register_to_config(body=asdict(body))  # config.json holds plain values
+        if gaussian_frames not in ("all", "latent"):
+            raise ValueError(f"gaussian_frames must be 'all' or 'latent', got {gaussian_frames!r}")
         if density not in DENSITIES or space_factor % density:
             raise ValueError(f"density must be one of {DENSITIES} and divide space_factor {space_factor}, got {density}")
-        act = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
-                                       opacity_bias=opacity_bias)
-        if scale_bias is not None:
-            act.scale_bias = scale_bias
-        self.activation = act
+        self.activation = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
+                                                   scale_bias=scale_bias, opacity_bias=opacity_bias, scale_mode=scale_mode)
         tf, p, width = time_factor, patch_size, body.width
         self.latent_embed = PatchEmbed3d(latent_channels, width, p, norm=True)
         self.ray_embed = PatchEmbed3d(6 * tf, width, p, zero_init=True)
         self.blocks = BlockStack(body)
         # Undo the patching and the codec's temporal compression: density^2 Gaussians per latent
         # pixel per frame.
-        k = p * density
-        self.head = nn.ConvTranspose3d(width, RAW_CHANNELS, kernel_size=(tf, k, k), stride=(tf, k, k))
+        k, kt = p * density, tf if gaussian_frames == "all" else 1
+        self.head = nn.ConvTranspose3d(width, RAW_CHANNELS, kernel_size=(kt, k, k), stride=(kt, k, k))
+        self.skip_head = None
+        if latent_skip:
+            self.skip_head = nn.ConvTranspose3d(latent_channels, RAW_CHANNELS, kernel_size=(kt, density, density),
+                                                stride=(kt, density, density))
+            nn.init.zeros_(self.skip_head.weight)
+            nn.init.zeros_(self.skip_head.bias)
         self.add_conditioning(width)
 
     def add_conditioning(self, width: int) -> None:
@@ -130,6 +148,18 @@ class StaticGaussianDecoder(GaussianDecoder):
     @property
     def body(self) -> BodyConfig:
         return self.blocks.config
+
+    def gaussian_frame_indices(self, num_frames: int) -> Tensor:  # [F] source frames that get Gaussians
+        cfg = self.config
+        if cfg.gaussian_frames == "all":
+            return torch.arange(num_frames)
+        tl = latent_frame_count(num_frames, cfg.time_factor, cfg.causal_first_frame)
+        last = torch.arange(tl) * cfg.time_factor  # causal: 0, tf, 2 tf, ... (the first frame is alone)
+        return last if cfg.causal_first_frame else last + cfg.time_factor - 1
+
+    def _unfold(self, raw: Tensor) -> Tensor:  # [N, 12, T'*kt, gh, gw] -> [N, 12, F, gh, gw]
+        cfg = self.config
+        return unfold_frames(raw, cfg.time_factor, cfg.causal_first_frame) if cfg.gaussian_frames == "all" else raw
 
     # ---- input checks ------------------------------------------------------------------------
 
@@ -184,25 +214,48 @@ class StaticGaussianDecoder(GaussianDecoder):
         L = tokens.shape[1]
         x = self.blocks(tokens.reshape(batch, views * L, D))  # all trajectories' tokens jointly
         x = x.reshape(batch * views, Tl, h // p, w // p, D).permute(0, 4, 1, 2, 3)
-        raw = unfold_frames(self.head(x), cfg.time_factor, cfg.causal_first_frame)  # [S*V, 12, T, h*k, w*k]
+        raw = self._unfold(self.head(x))  # [S*V, 12, F, h*k, w*k]
         return raw.permute(0, 2, 3, 4, 1).reshape(batch, views, -1, h * k, w * k, RAW_CHANNELS)
 
-    def to_gaussians(self, raw: Tensor, c2w: Tensor, K: Tensor) -> Gaussians:
-        """raw [B, (M,) V, T, gh, gw, 12] -> Gaussians [B, (M,) N] in world coordinates."""
+    def latent_skip_raw(self, latents: Tensor) -> Tensor | None:
+        """latents [B, V, C, T', h, w] -> raw [B, V, T, h*k, w*k, 12] of the skip head (None: off)."""
+        if self.skip_head is None:
+            return None
         cfg = self.config
+        B, V, C, Tl, h, w = latents.shape
+        k = cfg.density
+        raw = self.skip_head(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
+        raw = self._unfold(raw)  # [B*V, 12, F, h*k, w*k]
+        return raw.permute(0, 2, 3, 4, 1).reshape(B, V, -1, h * k, w * k, RAW_CHANNELS)
+
+    def to_gaussians(
+        self,
+        raw: Tensor,  # [B, (M,) V, F, gh, gw, 12], F = the frames that get Gaussians
+        c2w: Tensor,  # [B, V, T, 4, 4] every source camera
+        K: Tensor,  # [B, V, T, 3, 3]
+    ) -> Gaussians:  # [B, (M,) N] in world coordinates
+        cfg = self.config
+        ref = c2w[:, 0, 0]
+        frames = self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)
+        c2w, K = c2w[:, :, frames], K[:, :, frames]
         gh, gw = raw.shape[-3:-1]
         k = cfg.density
         pixels = (gh // k * cfg.space_factor, gw // k * cfg.space_factor)
-        origins, dirs = pixel_rays(c2w, resize_intrinsics(K, pixels, (gh, gw)), gh, gw)  # [B, V, T, gh, gw, 3]
+        K_grid = resize_intrinsics(K, pixels, (gh, gw))
+        origins, dirs = pixel_rays(c2w, K_grid, gh, gw)  # [B, V, T, gh, gw, 3]
+        # A grid cell's width per unit of distance along its ray (1 / focal in grid pixels).
+        footprint = (1.0 / torch.sqrt(K_grid[..., 0, 0] * K_grid[..., 1, 1]))[..., None, None].expand(
+            *origins.shape[:-1])
         lead = raw.shape[:-5]
         extra = len(lead) - 1  # a target-time dim M for dynamic decoders
         for _ in range(extra):
-            origins, dirs = origins[:, None], dirs[:, None]
+            origins, dirs, footprint = origins[:, None], dirs[:, None], footprint[:, None]
         origins, dirs = origins.expand(raw.shape[:-1] + (3,)), dirs.expand(raw.shape[:-1] + (3,))
+        footprint = footprint.expand(raw.shape[:-1])
         g = activate_gaussians(raw.reshape(*lead, -1, RAW_CHANNELS), origins.reshape(*lead, -1, 3),
-                               dirs.reshape(*lead, -1, 3), self.activation)
+                               dirs.reshape(*lead, -1, 3), self.activation, footprint.reshape(*lead, -1))
         # Orientations were predicted in the first camera's frame: rotate them to world.
-        q_ref = rotmat_to_quat(c2w[:, 0, 0, :3, :3])
+        q_ref = rotmat_to_quat(ref[:, :3, :3])
         for _ in range(extra + 1):
             q_ref = q_ref[:, None]
         g.quats = quat_multiply(q_ref.to(g.quats.dtype).expand_as(g.quats), g.quats)
@@ -217,9 +270,36 @@ class StaticGaussianDecoder(GaussianDecoder):
         K: Tensor,  # [B, V, T, 3, 3]
         time: Tensor | None = None,  # [B, V, T] ignored by the static decoder
         target_time: Tensor | None = None,  # [B, M] ignored by the static decoder
-    ) -> Gaussians:  # batch shape [B], N = V * T * (h * density) * (w * density)
+    ) -> Gaussians:  # batch shape [B], N = V * F * (h * density) * (w * density), F frames with Gaussians
         self._check(latents, c2w, K)
         B, V, _, Tl, h, w = latents.shape
         tokens = self.embed_tokens(latents, c2w, K)
         raw = self.mix_and_decode(tokens, B, V, (Tl, h, w))
+        skip = self.latent_skip_raw(latents)
+        if skip is not None:
+            raw = raw + skip
         return self.to_gaussians(raw.float(), c2w, K)
+
+    def gaussian_depths(
+        self,
+        gaussians: Gaussians,  # batch [B] or [B, M], as this decoder returned them
+        c2w: Tensor,  # [B, V, T, 4, 4] the source cameras
+        image_size: tuple[int, int],  # (H, W) of the source frames
+    ) -> Tensor:  # [B, (M,) V, F, gh, gw] camera z of every Gaussian in its own source frame
+        """The Gaussians laid back on their source pixel grid: a depth map per source frame, to
+        compare with the clip's depth at the grid (``grid_depth``)."""
+        cfg = self.config
+        gh, gw = (n // cfg.space_factor * cfg.density for n in image_size)
+        lead = tuple(gaussians.batch_shape)
+        c2w = c2w[:, :, self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)]
+        V, T = c2w.shape[1:3]
+        means = gaussians.means.reshape(*lead, V, T, gh, gw, 3)
+        cams = c2w.reshape(c2w.shape[0], *([1] * (len(lead) - 1)), V, T, 1, 1, 4, 4)
+        return ((means - cams[..., :3, 3]) * cams[..., :3, 2]).sum(-1)
+
+    def grid_depth(
+        self,
+        depth: Tensor,  # [B, V, T, H, W] the source frames' depth (0 = unknown)
+    ) -> Tensor:  # [B, V, F, gh, gw] the depth at each Gaussian's block centre, frames with Gaussians
+        s = self.config.space_factor // self.config.density
+        return depth[:, :, self.gaussian_frame_indices(depth.shape[2]).to(depth.device), s // 2::s, s // 2::s]

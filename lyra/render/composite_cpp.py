@@ -1,0 +1,96 @@
+"""The compiled CPU compositor (``csrc/composite_cpu.cpp``) behind the ``"cpp"`` backend.
+
+Same arguments, outputs and semantics as :func:`lyra.render.composite_torch.rasterize_to_pixels_torch`
+(the plain PyTorch reference it is tested against), but one pass over (Gaussian, pixel) pairs in
+C++ with per-pixel state instead of lists of pairs: much faster on CPU, above all for translucent
+scenes, and O(pixels) memory. It is built on first use with ``torch.utils.cpp_extension`` (a C++
+compiler and ninja are needed; the build is cached per machine, by default under
+``~/.cache/torch_extensions``). When it cannot be built, :func:`cpp_compositor_available` says why
+once and ``backend="auto"`` falls back to the PyTorch compositor.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lyra.render.composite_torch import _tile_boxes
+
+SOURCE = Path(__file__).with_name("csrc") / "composite_cpu.cpp"
+
+
+@functools.lru_cache(maxsize=1)
+def _extension():
+    from torch.utils.cpp_extension import load
+
+    return load(name="lyra_composite_cpu", sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+
+
+@functools.lru_cache(maxsize=1)
+def cpp_compositor_available() -> bool:
+    """True when the compiled compositor builds (or was built) and loads; warns once if not."""
+    if os.environ.get("LYRA_DISABLE_CPP", "") not in ("", "0"):
+        return False
+    try:
+        _extension()
+    except Exception as err:  # noqa: BLE001  (a missing compiler raises many kinds)
+        warnings.warn(f"lyra's compiled CPU compositor could not be built ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}); using the PyTorch compositor, which is "
+                      "several times slower. Install a C++ compiler and ninja to build it.", stacklevel=2)
+        return False
+    return True
+
+
+def _depth_order(radii: Tensor, depths: Tensor) -> tuple[Tensor, Tensor]:  # [I, N] int64, [I] int64
+    valid = (radii > 0).all(-1)
+    key = torch.where(valid, depths, torch.full_like(depths, math.inf))
+    return torch.argsort(key, dim=1, stable=True), valid.sum(1)
+
+
+class _CompositeCpp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, background, radii, depths, width, height, tile_size):
+        x0, x1, y0, y1 = _tile_boxes(means2d, radii, width, height, tile_size)
+        boxes = torch.stack([x0, x1, y0, y1], dim=-1).contiguous()
+        order, n_valid = _depth_order(radii, depths)
+        args = [t.contiguous() for t in (means2d, conics, colors, opacities)]
+        render, t_final, stop = _extension().composite_forward(*args, boxes, order, n_valid, background.contiguous(),
+                                                               width, height, tile_size)
+        ctx.save_for_backward(*args, boxes, order, n_valid, background, t_final, stop)
+        ctx.size = (width, height, tile_size)
+        return render, (1.0 - t_final).to(colors.dtype)[..., None]
+
+    @staticmethod
+    def backward(ctx, grad_render, grad_alpha):
+        means2d, conics, colors, opacities, boxes, order, n_valid, background, t_final, stop = ctx.saved_tensors
+        width, height, tile_size = ctx.size
+        grads = _extension().composite_backward(means2d, conics, colors, opacities, boxes, order, n_valid, background,
+                                                t_final, stop, grad_render.contiguous(),
+                                                grad_alpha[..., 0].contiguous(), width, height, tile_size)
+        return (*grads, None, None, None, None, None)
+
+
+def rasterize_to_pixels_cpp(
+    means2d: Tensor,  # [I, N, 2]
+    conics: Tensor,  # [I, N, 3]
+    colors: Tensor,  # [I, N, D]
+    opacities: Tensor,  # [I, N]
+    radii: Tensor,  # [I, N, 2] int32
+    depths: Tensor,  # [I, N]
+    width: int,
+    height: int,
+    tile_size: int = 16,
+    backgrounds: Tensor | None = None,  # [I, D]
+) -> tuple[Tensor, Tensor]:  # colors [I, H, W, D], alphas [I, H, W, 1]
+    if means2d.device.type != "cpu":
+        raise ValueError("the compiled compositor runs on CPU tensors; use backend='gsplat' or 'torch' on CUDA")
+    if backgrounds is None:
+        backgrounds = torch.zeros(opacities.shape[0], colors.shape[-1], dtype=colors.dtype)
+    return _CompositeCpp.apply(means2d, conics, colors, opacities, backgrounds.to(colors.dtype), radii.detach(),
+                               depths.detach(), width, height, tile_size)
