@@ -25,12 +25,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
 import warnings
 from typing import Literal
 
 import numpy as np
 import torch
-from plyfile import PlyData, PlyElement
+from plyfile import PlyData, PlyElement, PlyParseError
 
 from lyra.render.gaussians import Gaussians
 from lyra.render.sh import rgb_to_sh0, sh0_to_rgb
@@ -43,6 +44,66 @@ _REQUIRED = (
     "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3",
 )
 _F_REST = re.compile(r"f_rest_(\d+)")
+
+
+# Bytes of one value of each PLY scalar type (binary formats).
+_PLY_TYPE_BYTES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
+                   "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+_HEADER_LIMIT = 1 << 20  # bytes searched for 'end_header'
+
+
+def _check_ply_header(path: str | os.PathLike) -> None:
+    """Refuse files that are not PLY, or whose header is damaged or claims more data than the file
+    holds, with the path in the message, before plyfile allocates arrays of the claimed size."""
+    size = os.path.getsize(path)  # FileNotFoundError names the path
+    with open(path, "rb") as f:
+        head = f.read(min(size, _HEADER_LIMIT))
+    if not (head.startswith(b"ply\n") or head.startswith(b"ply\r\n")):
+        raise ValueError(f"{path} is not a readable PLY file: it does not start with 'ply' (first bytes "
+                         f"{head[:8]!r}); pass a 3DGS PLY file")
+    fmt, elements, offset, ended = None, [], 0, False  # elements: [name, count, [property byte sizes]]
+    for number, raw in enumerate(head.split(b"\n")[:-1], start=1):
+        offset += len(raw) + 1
+        try:
+            line = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a readable PLY file: header line {number} holds non-ASCII bytes "
+                             f"({raw[:40]!r}); a PLY header is ASCII text, is this a PLY file?") from None
+        words = line.split()
+        if line == "end_header":
+            ended = True
+            break
+        if not words:
+            continue
+        if words[0] == "format" and len(words) >= 2:
+            fmt = words[1]
+        elif words[0] == "element" and len(words) == 3:
+            try:
+                count = int(words[2])
+            except ValueError:
+                raise ValueError(f"{path} is not a readable PLY file: header line {number} gives element "
+                                 f"{words[1]} the count {words[2]!r}, not an integer") from None
+            if count < 0:
+                raise ValueError(f"{path}: the PLY header is damaged: element {words[1]} has a negative count "
+                                 f"({count}); re-export the file from the tool that made it")
+            elements.append([words[1], count, []])
+        elif words[0] == "property" and elements:
+            if len(words) >= 2 and words[1] == "list":  # an empty list still stores its count
+                elements[-1][2].append(_PLY_TYPE_BYTES.get(words[2], 1) if len(words) > 2 else 1)
+            else:
+                elements[-1][2].append(_PLY_TYPE_BYTES.get(words[1], 1) if len(words) > 1 else 1)
+    if not ended:
+        where = "in the file" if size <= _HEADER_LIMIT else f"in its first {_HEADER_LIMIT} bytes"
+        raise ValueError(f"{path} is not a readable PLY file: no 'end_header' line {where}; the file is cut "
+                         "short or is not a PLY file")
+    available, need = size - offset, 0
+    for name, count, props in elements:
+        # ASCII: at least one character and one separator per value (the last newline may be missing).
+        need += count * (sum(props) if fmt != "ascii" else 2 * len(props))
+        if need - (fmt == "ascii") > available:
+            raise ValueError(f"{path}: the header claims {count} {name} elements, which need at least {need} "
+                             f"bytes, but only {available} bytes follow the header; the file is truncated (copy "
+                             "it again) or its header count is wrong")
 
 
 def ply_property_names(num_sh_coeffs: int) -> list[str]:
@@ -106,7 +167,13 @@ def load_ply(path: str | os.PathLike, *, colors: Literal["sh", "rgb"] = "sh") ->
     """
     if colors not in ("sh", "rgb"):
         raise ValueError(f"load_ply: colors must be 'sh' or 'rgb', got {colors!r}")
-    ply = PlyData.read(str(path))
+    _check_ply_header(path)  # before plyfile allocates what the header claims
+    try:
+        ply = PlyData.read(str(path))
+    except (PlyParseError, UnicodeDecodeError, ValueError, struct.error) as err:
+        raise ValueError(f"{path} is not a readable PLY file ({type(err).__name__}: {err}); pass a 3DGS PLY "
+                         "(binary or ASCII, a 'vertex' element with x y z f_dc_0..2 opacity scale_0..2 "
+                         "rot_0..3)") from err
     if "vertex" not in ply:
         raise ValueError(f"{path}: no 'vertex' element; is this a 3DGS PLY?")
     vertex = ply["vertex"]
