@@ -3,6 +3,7 @@
     lyra demo-scene --out scene.ply
     lyra render --ply scene.ply --trajectory spiral --out video.mp4 --sheet sheet.png
     lyra camera-path --ply scene.ply --trajectory left --out path.json
+    lyra convert scene.ply scene.splat           # or .spz; the suffix picks the format
 
 Cameras follow lyra.render.cameras (OpenCV axes, world up = -y). Without ``--camera-path`` the
 camera is placed from the Gaussians: it looks at the median of the means from 20 degrees above,
@@ -225,6 +226,17 @@ def _cmd_camera_path(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(path)} frames, {path.width}x{path.height})")
 
 
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from lyra.render.formats import load_scene, save_scene
+
+    try:
+        gaussians = load_scene(args.input)
+        save_scene(args.output, gaussians)
+    except ImportError as err:  # .spz without the optional gsply package
+        raise ValueError(str(err)) from None
+    print(f"wrote {args.output} ({gaussians.num_gaussians} Gaussians)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--distance", type=_positive_float, default=3.0, help="camera distance from --center (default 3)")
     _add_camera_args(c)
     c.set_defaults(func=_cmd_camera_path)
+
+    v = sub.add_parser("convert", help="convert a scene between .ply, .splat and .spz (docs/viewer.md)")
+    v.add_argument("input", help="scene file: .ply, .splat or .spz")
+    v.add_argument("output", help="output file; its suffix picks the format")
+    v.set_defaults(func=_cmd_convert)
     return parser
 
 
