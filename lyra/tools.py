@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("input", help="scene file: .ply, .splat or .spz")
     v.add_argument("output", help="output file; its suffix picks the format")
     v.set_defaults(func=_cmd_convert)
+
+    from lyra.data.cache_cli import add_cache_parser  # `lyra cache verify DIR`
+
+    add_cache_parser(sub)
     return parser
 
 

@@ -79,7 +79,8 @@ def test_corrupt_or_missing_shard_is_an_error_naming_the_file(tmp_path, clips):
     shard.write_bytes(bytes(blob))
     reader = ShardReader(tmp_path)
     reader.load(0)  # other shards stay readable
-    with pytest.raises(ValueError, match=f"{shard.name}.*checksum mismatch"):
+    with pytest.raises(ValueError, match=f"{shard.name}.*checksum mismatch.*`lyra cache verify {tmp_path}`.*rerun "
+                                         "the same `lightning predict`"):
         reader.load(2)
     shard.unlink()
     with pytest.raises(FileNotFoundError, match=shard.name):
@@ -209,3 +210,124 @@ def test_killed_generation_resumes_to_exactly_once(tmp_path, monkeypatch):
     assert resumed.manifest["config"] == reference.manifest["config"]
     for i in range(8):
         assert_same(resumed.load(i).to_numpy_dict(), reference.load(i).to_numpy_dict())
+
+
+def flip_byte(path: Path, at: int = -100) -> None:
+    """One flipped bit that keeps the size (and the safetensors header) intact."""
+    blob = bytearray(path.read_bytes())
+    blob[at] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
+def test_prepare_verifies_checksums_and_regenerates_bad_shards(tmp_path, clips):
+    write(tmp_path, clips)
+    shards = tmp_path / "shards"
+    flip_byte(shards / "clips-0000000002.safetensors")
+    kept = (shards / "clips-0000000000.safetensors").stat().st_mtime_ns
+    w = ShardWriter(tmp_path, 2)
+    with pytest.warns(UserWarning, match=r"clips-0000000002.safetensors is corrupt \(checksum mismatch.*clips \[2, 3\] "
+                                         "will be regenerated"):
+        w.prepare(CONFIG, requested=range(5))
+    assert sorted(p.name for p in shards.iterdir()) == [
+        "clips-0000000000.json", "clips-0000000000.safetensors", "clips-0000000004.json", "clips-0000000004.safetensors"]
+    assert w.completed_indices() == {0, 1, 4} and not json.loads((tmp_path / MANIFEST).read_text())["complete"]
+    w.add(clips[2:4])
+    w.finish()
+    reader = ShardReader(tmp_path)
+    assert reader.manifest["complete"] and reader.indices == [0, 1, 2, 3, 4]
+    for clip in clips:
+        assert_same(reader.load(clip.meta["index"]).to_numpy_dict(), stored(clip))
+    assert (shards / "clips-0000000000.safetensors").stat().st_mtime_ns == kept  # good shards are kept
+
+
+def test_predict_repairs_a_shard_corrupted_between_runs(tmp_path, monkeypatch):
+    from lyra.cli import main
+
+    (tmp_path / "slowgen.py").write_text(textwrap.dedent(SLOW_GENERATOR))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "clips"
+    config = str(_config(tmp_path, out, 0.0))
+    main(["predict", "--config", config])
+    good = {r["file"]: r for r in read_records(out)}
+    flip_byte(out / "shards" / "clips-0000000004.safetensors")  # same size: a size check cannot see it
+    stamps = {f: (out / "shards" / f).stat().st_mtime_ns for f in good}
+    with pytest.warns(UserWarning, match=r"clips-0000000004.safetensors is corrupt"):
+        main(["predict", "--config", config])
+    assert {r["file"]: r for r in read_records(out)} == good  # regenerated bitwise as before
+    for f in good:
+        assert ((out / "shards" / f).stat().st_mtime_ns == stamps[f]) == (f != "clips-0000000004.safetensors")
+    reader = ShardReader(out)
+    assert reader.manifest["complete"] and [reader.load(i).meta["index"] for i in range(8)] == list(range(8))
+
+
+def test_cache_verify_checks_every_checksum_and_names_the_bad_clips(tmp_path, clips, capsys):
+    from lyra.tools import main
+
+    write(tmp_path, clips)
+    assert main(["cache", "verify", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 shards" in out and "5 clips" in out and "ok" in out
+    flip_byte(tmp_path / "shards" / "clips-0000000002.safetensors")
+    blob = (tmp_path / "shards" / "clips-0000000004.safetensors").read_bytes()
+    (tmp_path / "shards" / "clips-0000000004.safetensors").write_bytes(blob[:-7])
+    with pytest.raises(SystemExit) as exc:
+        main(["cache", "verify", str(tmp_path)])
+    assert exc.value.code == 1
+    out = capsys.readouterr().out
+    assert "clips-0000000002.safetensors" in out and "checksum mismatch" in out and "clips [2, 3]" in out
+    assert "clips-0000000004.safetensors" in out and "clips [4]" in out
+    assert "clips-0000000000.safetensors" not in out
+    assert "bad clips: [2, 3, 4]" in out and "rerun the same `lightning predict`" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["cache", "verify", str(tmp_path / "nowhere")])
+    assert exc.value.code == 2 and "nowhere" in capsys.readouterr().err
+
+
+def _teacher(height: int) -> TeacherModule:
+    return TeacherModule(ProceduralGenerator(seed=1, num_views=2, num_objects=(2, 3)),
+                         DCTCodec(latent_channels=48), num_frames=5, height=height, width=32)
+
+
+def test_records_carry_the_teacher_identity_so_a_lost_manifest_cannot_mix_teachers(tmp_path, clips):
+    small, large = _teacher(16), _teacher(32)
+    w = ShardWriter(tmp_path, 2)
+    w.prepare(large.describe(), requested=range(5))
+    w.add(clips[:4])
+    w.finish()
+    assert all(r["config"] == json.loads(json.dumps(large.describe())) for r in read_records(tmp_path))
+    (tmp_path / MANIFEST).unlink()  # lost: the records alone must still tell which teacher wrote them
+    with pytest.raises(ValueError, match=r"clips-0000000000.json holds clips of another teacher config "
+                                         r"\(height: cache 32, now 16\)"):
+        ShardWriter(tmp_path, 2).prepare(small.describe(), requested=range(5))
+    assert not (tmp_path / MANIFEST).exists()
+    w = ShardWriter(tmp_path, 2)  # the same teacher resumes, and the rebuilt manifest has its fields back
+    w.prepare(large.describe(), requested=range(5))
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["fields"]["rgb"]["shape"] == [2, 5, 32, 32, 3] and manifest["num_clips"] == 4
+    with pytest.raises(ValueError, match=r"clip 7 disagrees"):
+        w.add([small.make_clip(7)])
+
+
+def test_a_cache_mixing_two_teachers_is_refused(tmp_path, clips):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, clips[:2])
+    w = ShardWriter(b, 2)
+    w.prepare({"teacher": "other"}, requested=[2, 3])
+    w.add(clips[2:4])
+    w.finish()
+    for name in ("clips-0000000002.json", "clips-0000000002.safetensors"):  # someone merged two caches
+        (a / "shards" / name).write_bytes((b / "shards" / name).read_bytes())
+    match = r"clips-0000000002.json holds clips of another teacher config \(teacher: cache 'other', now 'test'\)"
+    with pytest.raises(ValueError, match=match):
+        ShardReader(a)
+    with pytest.raises(ValueError, match=match):
+        ShardWriter(a, 2).prepare(CONFIG, cleanup=False)
+    (a / MANIFEST).unlink()
+    with pytest.raises(ValueError, match=match):
+        ShardWriter(a, 2).prepare(CONFIG)
+    w = ShardWriter(a, 2)  # a rebuild from the records alone refuses them too
+    w.config = CONFIG
+    with pytest.raises(ValueError, match=r"clips-0000000002.json holds clips of another teacher config"):
+        w.write_manifest()
+    assert not (a / MANIFEST).exists()

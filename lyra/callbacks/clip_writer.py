@@ -3,8 +3,10 @@
 With ``lightning predict --config configs/generate.yaml`` the ``TeacherModule`` returns ``Clip``s
 for the clip indices of an ``IndexDataModule``; this callback buffers them into safetensors shards
 (``lyra.data.shards``). Restarting a killed run with the same config finishes it: ``setup`` drops
-the partial shard, ``IndexDataModule`` asks ``completed_indices`` which clips to skip, and every
-clip index ends up stored exactly once.
+the partial shard and any shard whose sha256 no longer matches its record (``lyra cache verify``
+lists those), ``IndexDataModule`` asks ``completed_indices`` which clips to skip, and every clip
+index ends up stored exactly once. A cache whose records come from another teacher config is
+refused, also when its manifest was lost.
 
 Set ``return_predictions: false`` in the predict config (generate.yaml does) or Lightning keeps
 every clip in memory until the end as well.

@@ -8,15 +8,20 @@ Layout of a cache directory::
     shards/clips-0000000000.safetensors clips in slots 0..n-1: tensors "<slot>/<field>" (rgb, gt_rgb
                                         uint8; latents, depth, c2w, K, time float32) and metadata
                                         "clips" = JSON [{index, caption, depth_is_metric, meta}]
-    shards/clips-0000000000.json        the shard's record: file, clip indices, sha256, bytes
+    shards/clips-0000000000.json        the shard's record: format, version, file (its own shard's
+                                        plain name), clip indices, sha256, bytes, teacher config, fields
 
 Why this shape: safetensors is a standard, pickle-free, memory-mapped format that reads any one
 tensor without the rest (streaming reads by index). A shard is complete exactly when its record
 exists: the shard is written to a temp file and renamed, then the record likewise, so a run killed
 at any instant leaves only complete shards plus debris that ``ShardWriter.prepare`` removes
-(temp files, a shard whose record never landed); the clips of the discarded partial shard are
-simply regenerated. Records (one file each, never rewritten) are the truth; the manifest is
-rebuilt from them, so writers on several ranks never contend for one file.
+(temp files, a shard whose record never landed, a shard whose checksum no longer matches); the
+clips of a discarded shard are simply regenerated. Records (one file each, never rewritten) are the
+truth: each carries the teacher's identity, so a lost manifest cannot let another teacher's clips
+in, and the manifest is rebuilt from them, so writers on several ranks never contend for one file.
+A record names only its own shard (``clips-N.json`` -> ``clips-N.safetensors``); anything else is
+refused, so no record can make lyra read or delete a file outside the cache.
+``lyra cache verify DIR`` checks every shard's checksum.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from typing import Any, Iterable
 import numpy as np
 import safetensors.numpy
 from safetensors import safe_open
+from tqdm import tqdm
 
 from lyra.data.clip import Clip
 from lyra.utils.atomic import atomic_path, atomic_write_text
 
 FORMAT = "lyra-clip-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records carry format, version, config and fields
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 RECORD_KEYS = ("caption", "depth_is_metric", "meta")  # non-array entries of Clip.to_numpy_dict
@@ -45,22 +51,130 @@ def shard_name(first_index: int) -> str:
     return f"clips-{first_index:010d}.safetensors"
 
 
+_REGENERATE = "rerun the same `lightning predict` command (it regenerates missing clips)"
+
+
+def _load_json(path: Path, fix: str) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"{path} is not valid JSON ({err}); {fix}") from None
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a lyra clip cache; write one with "
                                 "`lightning predict --config configs/generate.yaml` (ClipWriter callback)")
-    manifest = json.loads(path.read_text())
+    fix = f"delete it and {_REGENERATE}: the manifest is rebuilt from the shard records"
+    manifest = _load_json(path, fix)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a lyra clip-cache manifest (a JSON {type(manifest).__name__}, not an "
+                         f"object); {fix}")
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise ValueError(f"{path} is format {manifest.get('format')!r} v{manifest.get('version')}, this lyra "
                          f"reads {FORMAT!r} v{FORMAT_VERSION}; regenerate the cache with this version")
+    for key, kind in (("requested", list), ("config", dict), ("fields", (dict, type(None)))):
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(f"{path} is not a lyra clip-cache manifest ({key!r} is missing or malformed); {fix}")
     return manifest
 
 
+def _is_index(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def check_record(rec: Any, path: Path) -> dict[str, Any]:
+    """A shard record read from ``path`` (``shards/clips-N.json``), checked: it must name its own shard
+    ``clips-N.safetensors`` (a plain name in the same folder, never a path) and hold well-formed fields."""
+    own = path.with_suffix(".safetensors").name
+    fix = f"delete it and its shard {own} and {_REGENERATE}"
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path} is not a valid shard record (a JSON {type(rec).__name__}, not an object); {fix}")
+    if rec.get("format") != FORMAT or rec.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is a shard record of format {rec.get('format')!r} v{rec.get('version')}, this "
+                         f"lyra reads {FORMAT!r} v{FORMAT_VERSION}; regenerate the cache with this version (write "
+                         f"to a new output_dir, or delete {path.parent.parent})")
+    if rec.get("file") != own:
+        raise ValueError(f"{path} names shard {rec.get('file')!r}, but a record may only name its own shard {own!r} "
+                         f"(a plain file name in {path.parent}); this record was not written by lyra and nothing it "
+                         f"names was read or deleted: {fix}")
+    problems = []
+    if not (isinstance(rec.get("indices"), list) and rec["indices"] and all(map(_is_index, rec["indices"]))
+            and len(set(rec["indices"])) == len(rec["indices"])):
+        problems.append(f"indices {rec.get('indices')!r} are not distinct non-negative ints")
+    sha = rec.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        problems.append(f"sha256 {sha!r} is not a hex digest")
+    if not _is_index(rec.get("bytes")):
+        problems.append(f"bytes {rec.get('bytes')!r} is not a size")
+    if not isinstance(rec.get("config"), dict):
+        problems.append("config (the teacher's identity) is missing")
+    if not isinstance(rec.get("fields"), dict):
+        problems.append("fields are missing")
+    if problems:
+        raise ValueError(f"{path} is not a valid shard record ({'; '.join(problems)}); {fix}")
+    return rec
+
+
 def read_records(root: str | Path) -> list[dict[str, Any]]:
-    """Records of every completed shard, sorted by first clip index."""
-    recs = [json.loads(p.read_text()) for p in sorted((Path(root) / SHARDS).glob("clips-*.json"))]
+    """Records of every completed shard, checked (``check_record``), sorted by first clip index."""
+    paths = sorted((Path(root) / SHARDS).glob("clips-*.json"))
+    recs = [check_record(_load_json(p, f"delete it and its shard {p.with_suffix('.safetensors').name} and "
+                                       f"{_REGENERATE}"), p) for p in paths]
     return sorted(recs, key=lambda r: r["indices"][0])
+
+
+def record_path(root: str | Path, rec: dict[str, Any]) -> Path:
+    return (Path(root) / SHARDS / rec["file"]).with_suffix(".json")
+
+
+def check_identity(root: str | Path, records: Iterable[dict[str, Any]], config: dict[str, Any]) -> None:
+    """Every record must come from the teacher ``config`` (records are the truth, not the manifest)."""
+    for rec in records:
+        if rec["config"] != config:
+            diff = "; ".join(f"{k}: cache {a!r}, now {b!r}" for k, (a, b) in _diff(rec["config"], config).items())
+            raise ValueError(f"{record_path(root, rec)} holds clips of another teacher config ({diff}); one cache "
+                             f"holds one teacher's clips: resume with the cache's config, write to a new output_dir, "
+                             f"or delete the foreign shards (their .json records and .safetensors files)")
+
+
+def sha256_file(path: Path, progress: tqdm | None = None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+            if progress is not None:
+                progress.update(len(block))
+    return digest.hexdigest()
+
+
+def shard_problem(root: str | Path, rec: dict[str, Any], progress: tqdm | None = None) -> str | None:
+    """None when the record's shard is present with its recorded size and sha256, else what is wrong."""
+    path = Path(root) / SHARDS / rec["file"]
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != rec["bytes"]:
+        return f"truncated or overwritten ({size} bytes, its record says {rec['bytes']})"
+    digest = sha256_file(path, progress)
+    if digest != rec["sha256"]:
+        return f"corrupt (checksum mismatch: sha256 {digest} != {rec['sha256']} in its record)"
+    return None
+
+
+def verify_shards(root: str | Path, records: list[dict[str, Any]], progress: bool | None = None,
+                  ) -> dict[str, str]:
+    """{shard file: problem} for every record whose shard is missing, truncated or fails its sha256.
+    ``progress``: a tqdm bar over the bytes read (None: only on a terminal)."""
+    bad = {}
+    with tqdm(total=sum(r["bytes"] for r in records), unit="B", unit_scale=True, desc="verifying shards",
+              disable=None if progress is None else not progress, leave=False) as bar:
+        for rec in records:
+            problem = shard_problem(root, rec, bar)
+            if problem is not None:
+                bad[rec["file"]] = problem
+    return bad
 
 
 def index_records(records: Iterable[dict[str, Any]]) -> dict[int, tuple[dict[str, Any], int]]:
@@ -140,23 +254,26 @@ class ShardWriter:
                                  f"same config, or write to a new output_dir (or delete {self.root})")
             self.fields = old.get("fields")
             self.requested |= set(from_ranges(old["requested"]))
+        records = read_records(self.root)  # refuses malformed records and ones naming other files
+        check_identity(self.root, records, config)  # also when the manifest is lost: records are the truth
+        if self.fields is None and records:
+            self.fields = records[0]["fields"]
         if not cleanup:
-            self.stored = self.completed_indices()
+            self.stored = set(index_records(records))
             return
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         for tmp in self.shard_dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)  # a shard or record being written when the run died
-        recorded = set()
-        for rec in read_records(self.root):
-            shard = self.shard_dir / rec["file"]
-            if not shard.is_file() or shard.stat().st_size != rec["bytes"]:
-                warnings.warn(f"{shard} is missing or truncated; its clips {rec['indices']} will be regenerated")
-                (self.shard_dir / rec["file"]).with_suffix(".json").unlink()
-                continue
-            recorded.add(rec["file"])
+        bad = verify_shards(self.root, records)  # sizes and sha256: a flipped byte keeps the size
+        for rec in records:
+            if rec["file"] in bad:
+                warnings.warn(f"{self.shard_dir / rec['file']} is {bad[rec['file']]}; its clips {rec['indices']} "
+                              "will be regenerated")
+                record_path(self.root, rec).unlink()  # first the record: the shard is debris from here on
+        recorded = {rec["file"] for rec in records if rec["file"] not in bad}
         for shard in self.shard_dir.glob("clips-*.safetensors"):
             if shard.name not in recorded:
-                shard.unlink()  # renamed into place but its record never landed: incomplete
+                shard.unlink()  # renamed into place but its record never landed, or corrupt: incomplete
         self.stored = self.completed_indices()
         self.write_manifest()
 
@@ -217,15 +334,18 @@ class ShardWriter:
         with atomic_path(self.shard_dir / name) as tmp:
             tmp.write_bytes(blob)
         self.stored.update(e["index"] for e in entries)
-        record = {"file": name, "indices": [e["index"] for e in entries],
-                  "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+        record = {"format": FORMAT, "version": FORMAT_VERSION, "file": name, "indices": [e["index"] for e in entries],
+                  "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "config": self.config,
+                  "fields": self.fields}
         atomic_write_text((self.shard_dir / name).with_suffix(".json"), json.dumps(record))  # now complete
         self.write_manifest()
 
     def write_manifest(self) -> dict[str, Any]:
         """Summary rebuilt from the records; ``complete`` = every requested clip is stored. Writers on
-        several ranks may race here, which can only leave it stale (readers trust the records)."""
+        several ranks may race here, which can only leave it stale (readers trust the records; ``finish``
+        rewrites it until it agrees with them). Records of another teacher are refused, never summarised."""
         records = read_records(self.root)
+        check_identity(self.root, records, self.config)
         stored = index_records(records)
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "complete": self.requested <= stored.keys(),
                     "num_clips": len(stored), "requested": to_ranges(self.requested), "fields": self.fields,
@@ -236,7 +356,10 @@ class ShardWriter:
     def finish(self) -> dict[str, Any]:
         """Write the last partial shard and the final manifest."""
         self.flush()
-        return self.write_manifest()
+        while True:  # another rank may have written a shard since our read: the last writer converges
+            manifest = self.write_manifest()
+            if [r["file"] for r in read_records(self.root)] == [s["file"][len(SHARDS) + 1:] for s in manifest["shards"]]:
+                return manifest
 
 
 class ShardReader:
@@ -245,7 +368,9 @@ class ShardReader:
     def __init__(self, root: str | Path, allow_incomplete: bool = False, verify: bool = True) -> None:
         self.root, self.verify = Path(root), verify
         self.manifest = read_manifest(self.root)
-        self.where = index_records(read_records(self.root))  # records, not the manifest, say what is done
+        records = read_records(self.root)  # records, not the manifest, say what is done
+        check_identity(self.root, records, self.manifest["config"])
+        self.where = index_records(records)
         missing = sorted(set(from_ranges(self.manifest["requested"])) - self.where.keys())
         if missing and not allow_incomplete:
             raise ValueError(f"{self.root} holds an unfinished generation: {len(missing)} requested clips are not "
@@ -277,14 +402,12 @@ class ShardReader:
             raise FileNotFoundError(f"shard {path} listed in {self.root / MANIFEST} is missing; restore it or "
                                     "regenerate: delete its .json record and rerun the generate command")
         if self.verify and rec["file"] not in self._verified:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
-            if digest.hexdigest() != rec["sha256"]:
-                raise ValueError(f"shard {path} is corrupt (checksum mismatch: sha256 {digest.hexdigest()} != "
-                                 f"{rec['sha256']} in the manifest); delete it and its .json record and rerun "
-                                 "the generate command to regenerate its clips")
+            digest = sha256_file(path)
+            if digest != rec["sha256"]:
+                raise ValueError(f"shard {path} is corrupt (checksum mismatch: sha256 {digest} != {rec['sha256']} in "
+                                 f"its record, clips {rec['indices']}); run `lyra cache verify {self.root}` to list "
+                                 "every bad shard, then rerun the same `lightning predict` command that wrote the "
+                                 "cache: it drops bad shards and regenerates their clips")
             self._verified.add(rec["file"])
         return path
 
