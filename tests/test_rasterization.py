@@ -321,3 +321,55 @@ def test_a_chunk_whose_pairs_all_lie_behind_the_stop_has_a_backward():
                                opac, 256)
     assert torch.isfinite(grads[2]).all() and grads[2][0, 1].abs().sum() == 0  # the hidden one gets nothing
     assert grads[2][0, 0].abs().sum() > 0 and grads[2][0, 2].abs().sum() > 0
+
+
+def _args(n=4, seed=15, size=8):
+    means, quats, scales, opac, colors = random_scene(n, seed=seed)
+    viewmats, Ks = rotated_cameras(2, size, size)
+    return dict(means=means, quats=quats, scales=scales, opacities=opac, colors=colors, viewmats=viewmats,
+                Ks=Ks, width=size, height=size)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda a: a.update(tile_size=0), r"tile_size must be a positive int, got 0"),
+        (lambda a: a.update(tile_size=-16), r"tile_size must be a positive int, got -16"),
+        (lambda a: a.update(scales=a["scales"].double()), r"scales is torch.float64 .*means is torch.float32"),
+        (lambda a: a.update(Ks=a["Ks"].double()), r"Ks is torch.float64 .*means is torch.float32"),
+        (lambda a: a.update(near_plane=5.0, far_plane=1.0), r"0 <= near_plane < far_plane.*near_plane=5.0, "
+                                                            r"far_plane=1.0"),
+        (lambda a: a.update(near_plane=-0.1), r"0 <= near_plane < far_plane"),
+        (lambda a: a["scales"].__setitem__((1, 2), -0.01), r"scales has negative values"),
+        (lambda a: a["opacities"].__setitem__(2, 1.5), r"opacities lie outside \[0, 1\]"),
+        (lambda a: a["opacities"].__setitem__(0, -0.2), r"opacities lie outside \[0, 1\]"),
+        (lambda a: a["viewmats"][1, :3, :3].mul_(2.0), r"viewmats\[1\] is not a rigid world-to-camera"),
+        (lambda a: a["viewmats"][0, :3, 0].neg_(), r"viewmats\[0\] is not a rigid"),  # a mirror, det -1
+        (lambda a: a["viewmats"][1, 3, 0].fill_(0.5), r"viewmats\[1\] is not a rigid"),  # projective row
+        (lambda a: a.update(width=100000, height=100000), r"at most 16384 pixels"),
+    ],
+)
+def test_hostile_inputs_are_refused_not_rendered_blank(change, match):
+    args = _args()
+    change(args)
+    with pytest.raises(ValueError, match=match):
+        rasterization(**args)
+
+
+def test_input_checks_read_the_device_once(monkeypatch):
+    """The value checks (finiteness, ranges, focal lengths, rigid views) cost one device sync together."""
+    import importlib
+
+    rz = importlib.import_module("lyra.render.rasterization")  # the module (lyra.render exports the function)
+
+    args, nearly = _args(n=50), _args(n=50)
+    nearly["viewmats"][0, :3, :3] *= 1 + 2e-6  # a pose within float32 round-off of rigid still renders
+    reads = []
+    for name in ("__bool__", "item", "tolist", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(self, *a))
+    monkeypatch.setattr(rz, "_rasterization_torch", lambda *a, **k: "rendered")
+    monkeypatch.setattr(rz, "cpp_compositor_available", lambda: False)
+    assert rz.rasterization(**args) == "rendered"
+    assert len(reads) == 1, reads
+    assert rz.rasterization(**nearly) == "rendered"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 from dataclasses import dataclass
 
@@ -13,6 +14,17 @@ from lyra.render.cameras import validate_intrinsics
 from lyra.utils.atomic import atomic_write_text
 
 FORMAT = "lyra.camera_path/1"
+MAX_IMAGE_SIZE = 16384  # pixels per side; one 16384^2 RGB float frame is already 3 GiB
+
+
+def _pixels(value: object, name: str) -> int:
+    """An image side as a plain int (Python, numpy or 0-d torch integers), or a TypeError."""
+    if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
+        value = None  # float(64.5) or "64" must not silently become pixels
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int number of pixels, got {value!r}") from None
 
 
 @dataclass
@@ -45,8 +57,12 @@ class CameraPath:
                 "CameraPath.c2w must hold rigid camera-to-world poses (orthonormal rotation with det +1, last "
                 f"row [0, 0, 0, 1]); got rotation error {ortho_err:.3g}, last-row error {bottom_err:.3g}"
             )
+        self.width, self.height = _pixels(self.width, "CameraPath.width"), _pixels(self.height, "CameraPath.height")
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
+        if self.width > MAX_IMAGE_SIZE or self.height > MAX_IMAGE_SIZE:
+            raise ValueError(f"image size {self.width}x{self.height} is too large: width and height must be at most "
+                             f"{MAX_IMAGE_SIZE} pixels each; resize the path (lyra.tools.resample_path, or --size)")
         if self.time is not None:
             self.time = torch.as_tensor(self.time, dtype=torch.float32)
             if self.time.shape != (len(self.c2w),):
@@ -82,5 +98,12 @@ class CameraPath:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CameraPath":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        try:
+            with open(path, "rb") as f:
+                d = json.load(f)
+        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+            raise ValueError(f"{path} is not valid JSON ({err}); export a camera path with `lyra camera-path`") from None
+        try:
+            return cls.from_dict(d)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{path}: {err}") from None

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lyra.render.camera_path import MAX_IMAGE_SIZE
 from lyra.render.composite_cpp import cpp_compositor_available, rasterize_to_pixels_cpp
 from lyra.render.composite_torch import rasterize_to_pixels_torch
 from lyra.render.projection import project_gaussians
@@ -41,7 +42,8 @@ def gsplat_cuda_available() -> bool:
 
 
 def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-                  render_mode, rasterize_mode, backend, backgrounds) -> tuple[tuple[int, ...], int, int]:
+                  render_mode, rasterize_mode, backend, backgrounds, tile_size=16, near_plane=0.01,
+                  far_plane=1e10) -> tuple[tuple[int, ...], int, int]:
     if render_mode not in RENDER_MODES:
         raise ValueError(f"unknown render_mode {render_mode!r}; choose one of {RENDER_MODES}")
     if rasterize_mode not in ("classic", "antialiased"):
@@ -50,6 +52,23 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"image size must be positive, got width={width}, height={height}")
+    if int(width) > MAX_IMAGE_SIZE or int(height) > MAX_IMAGE_SIZE:
+        raise ValueError(f"image size {width}x{height} is too large: width and height must be at most "
+                         f"{MAX_IMAGE_SIZE} pixels each; render a smaller image")
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
+        raise ValueError(f"tile_size must be a positive int, got {tile_size!r} (gsplat's default is 16)")
+    if not 0 <= near_plane < far_plane:  # NaN fails too
+        raise ValueError(f"need 0 <= near_plane < far_plane (the camera-space depth range kept), got "
+                         f"near_plane={near_plane}, far_plane={far_plane}; otherwise every Gaussian is culled")
+    tensors = (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
+               ("colors", colors), ("viewmats", viewmats), ("Ks", Ks))
+    for name, t in tensors:
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
+                            f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}")
+        if t.dtype != means.dtype or t.device != means.device:
+            raise ValueError(f"{name} is {t.dtype} on {t.device} but means is {means.dtype} on {means.device}; "
+                             "pass every input in one dtype and on one device (e.g. .float() and .to(device))")
     if means.ndim < 2 or means.shape[-1] != 3:
         raise ValueError(f"means must be [..., N, 3], got {tuple(means.shape)}")
     batch, N = means.shape[:-2], means.shape[-2]
@@ -63,8 +82,6 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
     C = viewmats.shape[-3]
     if tuple(Ks.shape) != tuple(batch) + (C, 3, 3):
         raise ValueError(f"Ks must be {tuple(batch) + (C, 3, 3)} to match viewmats, got {tuple(Ks.shape)}")
-    if (Ks[..., 0, 0] <= 0).any() or (Ks[..., 1, 1] <= 0).any():
-        raise ValueError("Ks has a zero or negative focal length; fx and fy are in pixels and must be > 0")
     if sh_degree is None:
         ok = colors.shape[:-1] in (tuple(batch) + (N,), tuple(batch) + (C, N))
         if not ok:
@@ -77,13 +94,42 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         if not ok or colors.shape[-2] < k:
             raise ValueError(f"with sh_degree={sh_degree} colors must be [..., (C,) N, K, 3] with K >= {k}, "
                              f"got {tuple(colors.shape)}")
-    for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
-                    ("colors", colors), ("viewmats", viewmats), ("Ks", Ks)):
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name} contains NaN or Inf; drop or fix those entries before rendering "
-                             "(Gaussians.finite_mask() finds them)")
     if backgrounds is not None and backgrounds.shape[:-1] != tuple(batch) + (C,):
         raise ValueError(f"backgrounds must be [..., C, D] = {tuple(batch) + (C,)} + (D,), got {tuple(backgrounds.shape)}")
+    # Values (finiteness, focal lengths, scale and opacity ranges, rigid view matrices) cost a device
+    # sync: all flags are read in one, then the failing check is named.
+    with torch.no_grad():
+        R = viewmats[..., :3, :3]
+        tol = max(1e-3, 50 * torch.finfo(viewmats.dtype).eps)  # float32 round-off of composed poses passes
+        eye = torch.eye(3, dtype=R.dtype, device=R.device)
+        bottom = torch.eye(4, dtype=R.dtype, device=R.device)[3]  # [0, 0, 0, 1] made on the device: no copy
+        a, b, c = R[..., 0, :], R[..., 1, :], R[..., 2, :]
+        det = (a[..., 0] * (b[..., 1] * c[..., 2] - b[..., 2] * c[..., 1])
+               - a[..., 1] * (b[..., 0] * c[..., 2] - b[..., 2] * c[..., 0])
+               + a[..., 2] * (b[..., 0] * c[..., 1] - b[..., 1] * c[..., 0]))  # no linalg kernel: any dtype
+        rigid = (((R @ R.transpose(-1, -2) - eye).abs() <= tol).flatten(-2).all(-1)
+                 & ((viewmats[..., 3, :] - bottom).abs() <= tol).all(-1) & (det > 0))  # [..., C]
+        flags = [torch.isfinite(t).all() for _, t in tensors] + [
+            ((Ks[..., 0, 0] > 0) & (Ks[..., 1, 1] > 0)).all(), (scales >= 0).all(),
+            ((opacities >= 0) & (opacities <= 1)).all(), rigid.all()]
+        ok = torch.stack(flags).tolist()  # the one device sync
+    for (name, _), good in zip(tensors, ok):
+        if not good:
+            raise ValueError(f"{name} contains NaN or Inf; drop or fix those entries before rendering "
+                             "(Gaussians.finite_mask() finds them)")
+    if not ok[7]:
+        raise ValueError("Ks has a zero or negative focal length; fx and fy are in pixels and must be > 0")
+    if not ok[8]:
+        raise ValueError("scales has negative values; scales are linear (pass exp(log_scales)), a negative one "
+                         "renders nothing")
+    if not ok[9]:
+        raise ValueError("opacities lie outside [0, 1]; they are not logits (pass sigmoid(logits))")
+    if not ok[10]:
+        index = ", ".join(str(i) for i in (~rigid).nonzero()[0].tolist())
+        raise ValueError(f"viewmats[{index}] is not a rigid world-to-camera matrix (orthonormal rotation with det +1, "
+                         f"last row [0, 0, 0, 1], tolerance {tol:g}); a scaled, sheared, mirrored or projective "
+                         "matrix renders wrong images. Build viewmats with lyra.render.cameras.c2w_to_viewmat "
+                         "from rigid camera-to-world poses")
     return tuple(batch), N, C
 
 
@@ -121,7 +167,8 @@ def rasterization(
     background; Gaussians behind the camera or outside the view are culled (radius 0).
     """
     batch, N, C = _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                                sh_degree, render_mode, rasterize_mode, backend, backgrounds)
+                                sh_degree, render_mode, rasterize_mode, backend, backgrounds, tile_size,
+                                near_plane, far_plane)
     if camera_model != "pinhole" or sparse_grad or absgrad or distributed:
         raise ValueError("lyra.render.rasterization supports camera_model='pinhole' without sparse_grad, "
                          "absgrad or distributed; call gsplat.rasterization directly for those")
