@@ -331,3 +331,37 @@ def test_a_cache_mixing_two_teachers_is_refused(tmp_path, clips):
     with pytest.raises(ValueError, match=r"clips-0000000002.json holds clips of another teacher config"):
         w.write_manifest()
     assert not (a / MANIFEST).exists()
+
+
+def test_predict_on_two_processes_writes_one_cache_without_duplicates(tmp_path, monkeypatch):
+    """`lightning predict` with 2 CPU processes (DDP, gloo): each rank writes the shards of its clips into
+    one cache; every clip is stored once, the manifest ends complete, and the clips equal a 1-process run."""
+    (tmp_path / "slowgen.py").write_text(textwrap.dedent(SLOW_GENERATOR))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "two"
+    path = _config(tmp_path, out, 0.0)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["trainer"].update(devices=2, strategy="ddp")
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "lyra.cli", "predict", "--config", str(path)]
+    for _ in range(2):  # the second run finds nothing left to do and leaves the cache as it was
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=600)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        records = read_records(out)
+        indices = [i for r in records for i in r["indices"]]
+        assert sorted(indices) == list(range(8))  # every clip exactly once
+        assert {tuple(r["indices"]) for r in records} == {(0, 2), (4, 6), (1, 3), (5, 7)}  # rank r: r, r + 2, ...
+        assert not list((out / "shards").glob(".*.tmp"))
+        two = ShardReader(out)
+        assert two.manifest["complete"] and two.manifest["num_clips"] == 8 and len(two.manifest["shards"]) == 4
+
+    from lyra.cli import main
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "--config", str(_config(tmp_path, tmp_path / "one", 0.0))])
+    one = ShardReader(tmp_path / "one")
+    assert one.manifest["config"] == two.manifest["config"]
+    for i in range(8):
+        assert_same(two.load(i).to_numpy_dict(), one.load(i).to_numpy_dict())
