@@ -4,6 +4,7 @@
     lyra render --ply scene.ply --trajectory spiral --out video.mp4 --sheet sheet.png
     lyra camera-path --ply scene.ply --trajectory left --out path.json
     lyra convert scene.ply scene.splat           # or .spz; the suffix picks the format
+    lyra view scene.ply                          # web viewer on http://127.0.0.1:8080
 
 Cameras follow lyra.render.cameras (OpenCV axes, world up = -y). Without ``--camera-path`` the
 camera is placed from the Gaussians: it looks at the median of the means from 20 degrees above,
@@ -237,6 +238,14 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} ({gaussians.num_gaussians} Gaussians)")
 
 
+def _cmd_view(args: argparse.Namespace) -> None:
+    try:
+        from lyra.viewer import view_scene
+    except ImportError as err:
+        raise ValueError(f"lyra view needs viser ({err}); install it with pip install 'lyra[viewer]'") from None
+    view_scene(args.scene, host=args.host, port=args.port, path_out=args.path_out, path_size=args.path_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -270,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("input", help="scene file: .ply, .splat or .spz")
     v.add_argument("output", help="output file; its suffix picks the format")
     v.set_defaults(func=_cmd_convert)
+
+    w = sub.add_parser("view", help="serve a scene file or dynamic scene folder in a web viewer (viser)")
+    w.add_argument("scene", help=".ply/.splat/.spz file, or a folder with index.json (docs/viewer.md)")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", type=_positive_int, default=8080)
+    w.add_argument("--path-out", default="camera_path.json", help="where 'Save path' writes the keyframes")
+    w.add_argument("--path-size", type=_size, default=None,
+                   help="image size of the saved path, N or WxH (default: the browser's view size)")
+    w.set_defaults(func=_cmd_view)
 
     from lyra.data.cache_cli import add_cache_parser  # `lyra cache verify DIR`
 
