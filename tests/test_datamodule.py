@@ -236,3 +236,14 @@ def test_train_clip_reuse_uses_each_clip_several_times_interleaved():
     assert not torch.equal(twice[0].c2w, twice[2].c2w)  # the second use draws other views / frames
     with pytest.raises(ValueError, match="train_clip_reuse"):
         module(train_clip_reuse=0)
+
+
+def test_targets_from_all_trajectories_include_views_the_decoder_does_not_read():
+    dm = module(num_views=2, target_frames=2, batch_size=1, targets="all")
+    for b in list(dm.train_dataloader())[:4]:
+        src_views = b.src_c2w[0, :, 0, 0, 3].long().tolist()
+        assert len(src_views) == 2 and b.latents.shape[1] == 2
+        assert b.c2w[0, :, 0, 0, 3].long().tolist() == list(range(V))  # every trajectory is a target
+        assert b.rgb.shape[1:3] == (V, 2)
+    with pytest.raises(ValueError, match="targets"):
+        module(targets="novel")

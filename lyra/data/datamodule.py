@@ -80,10 +80,12 @@ class ClipStream(IterableDataset):
         num_workers: int = 0,
         heldout: Sequence[str | int] = (),
         reuse: int = 1,
+        targets: str = "source",
     ) -> None:
         self.indices, self.source, self.split = list(indices), source, split
         self.heldout = list(heldout) if split == "test" else []
         self.reuse = reuse if split == "train" else 1
+        self.targets = targets
         self.batch_size, self.target_frames, self.seed = batch_size, target_frames, seed
         self.views = (num_views, num_views) if isinstance(num_views, int) else tuple(num_views)
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
@@ -174,12 +176,15 @@ class ClipStream(IterableDataset):
             frames = target_frames(T, self.target_frames).expand(n_views, -1)
         else:
             views = torch.randperm(V, generator=g)[:n_views].sort().values
+        target_views = torch.arange(V) if self.targets == "all" and self.split != "test" else views
+        if self.split != "test":
             frames = torch.stack([torch.randperm(T, generator=g)[: self.target_frames].sort().values
-                                  for _ in range(n_views)])
+                                  for _ in range(len(target_views))])
         src = clip.select(views=views)
-        rows = torch.arange(n_views)[:, None]
-        tgt = replace(src, **{k: getattr(src, k)[rows, frames] for k in PER_FRAME_FIELDS
-                              if getattr(src, k) is not None})
+        shown = clip.select(views=target_views)
+        rows = torch.arange(len(target_views))[:, None]
+        tgt = replace(shown, **{k: getattr(shown, k)[rows, frames] for k in PER_FRAME_FIELDS
+                                if getattr(shown, k) is not None})
         return src, tgt
 
 
@@ -216,6 +221,7 @@ class ClipDataModule(lightning.LightningDataModule):
         height: int | None = None,
         width: int | None = None,
         train_clip_reuse: int = 1,
+        targets: Literal["source", "all"] = "source",
     ) -> None:
         """Clips for the student: train / val / test splits of a teacher's clips.
 
@@ -242,6 +248,10 @@ class ClipDataModule(lightning.LightningDataModule):
             train_clip_reuse: every training clip gives this many samples (other views and target
                 frames each time), interleaved over windows of that many clips: a teacher that
                 renders on the fly, or a cache read, is paid once per that many samples.
+            targets: which trajectories the train / val targets come from: ``"source"`` (the ones
+                the decoder reads, as in the paper) or ``"all"`` (every trajectory of the clip, so
+                with ``num_views`` below the clip's count some targets are views the decoder never
+                saw: direct supervision of novel views).
         """
         super().__init__()
         if source == "on_the_fly" and teacher is None:
@@ -273,6 +283,9 @@ class ClipDataModule(lightning.LightningDataModule):
         if not isinstance(train_clip_reuse, int) or train_clip_reuse < 1:
             raise ValueError(f"train_clip_reuse must be a positive int, got {train_clip_reuse!r}")
         self.train_clip_reuse = train_clip_reuse
+        if targets not in ("source", "all"):
+            raise ValueError(f"targets must be 'source' or 'all', got {targets!r}")
+        self.targets = targets
         self.num_workers, self.counts, self.seed = num_workers, counts, seed
         self._reader: ShardReader | None = None
         self.expected_size = {"num_frames": num_frames, "height": height, "width": width}
@@ -326,7 +339,7 @@ class ClipDataModule(lightning.LightningDataModule):
         frames = self.test_target_frames if split == "test" else self.target_frames
         return ClipStream(indices, source, split, self.batch_size, self.num_views, frames,
                           self.seed, rank, world, self.num_workers, heldout=self.test_heldout,
-                          reuse=self.train_clip_reuse)
+                          reuse=self.train_clip_reuse, targets=self.targets)
 
     def _loader(self, split: Split) -> DataLoader:
         loader = _EpochDataLoader(self.dataset(split), batch_size=None, num_workers=self.num_workers)

@@ -43,6 +43,27 @@ inline Pair<scalar_t> eval_pair(const scalar_t* m2, const scalar_t* q, scalar_t 
   return {true, alpha, falloff, dx, dy};
 }
 
+// The pixel rectangle [x0, x1) x [y0, y1) where a Gaussian can reach alpha >= 1/255: its tile box
+// intersected with the bounding box of the ellipse sigma <= ln(255 opacity), one pixel of slack
+// (the exact per-pixel test decides). Empty when the opacity is below the threshold.
+template <typename scalar_t>
+inline void reach(const scalar_t* m2, const scalar_t* q, scalar_t op, const int64_t* box, int64_t& x0, int64_t& x1,
+                  int64_t& y0, int64_t& y1) {
+  x0 = box[0], x1 = box[1], y0 = box[2], y1 = box[3];
+  const double level = std::log(std::max(double(op), kAlphaThreshold) / kAlphaThreshold);
+  const double det = std::max(double(q[0]) * double(q[2]) - double(q[1]) * double(q[1]), 1e-20);
+  if (level <= 0) {
+    x1 = x0, y1 = y0;
+    return;
+  }
+  const double ex = std::sqrt(2.0 * level * double(q[2]) / det), ey = std::sqrt(2.0 * level * double(q[0]) / det);
+  const double mx = double(m2[0]), my = double(m2[1]);
+  x0 = std::max(x0, static_cast<int64_t>(std::ceil(mx - ex - 0.5)) - 1);
+  x1 = std::min(x1, static_cast<int64_t>(std::floor(mx + ex - 0.5)) + 2);
+  y0 = std::max(y0, static_cast<int64_t>(std::ceil(my - ey - 0.5)) - 1);
+  y1 = std::min(y1, static_cast<int64_t>(std::floor(my + ey - 0.5)) + 2);
+}
+
 }  // namespace
 
 // Returns {render [I, H, W, D], log-free final transmittance T [I, H, W] (double), stop rank
@@ -94,15 +115,16 @@ std::vector<torch::Tensor> composite_forward(
           const scalar_t* m2 = &m2a[i][g][0];
           const scalar_t* q = &qa[i][g][0];
           const scalar_t op = oa[i][g];
-          const int64_t x0 = ba[i][g][0], x1 = ba[i][g][1], y0 = ba[i][g][2], y1 = ba[i][g][3];
+          int64_t x0, x1, y0, y1;
+          reach<scalar_t>(m2, q, op, &ba[i][g][0], x0, x1, y0, y1);
           for (int64_t ty = y0 / tile_size; ty * tile_size < y1; ++ty) {
             for (int64_t tx = x0 / tile_size; tx * tile_size < x1; ++tx) {
               int32_t& live = live_in_tile[ty * tw + tx];
               if (live == 0) continue;  // every pixel of this tile has stopped
               const int64_t ye = std::min(y1, std::min(height, (ty + 1) * tile_size));
               const int64_t xe = std::min(x1, std::min(width, (tx + 1) * tile_size));
-              for (int64_t y = ty * tile_size; y < ye; ++y) {
-                for (int64_t x = tx * tile_size; x < xe; ++x) {
+              for (int64_t y = std::max(y0, ty * tile_size); y < ye; ++y) {
+                for (int64_t x = std::max(x0, tx * tile_size); x < xe; ++x) {
                   const int64_t p = y * width + x;
                   if (stop_i[p] != never) continue;
                   const Pair<scalar_t> pr = eval_pair<scalar_t>(m2, q, op, int(x), int(y));
@@ -193,15 +215,16 @@ std::vector<torch::Tensor> composite_backward(
           const scalar_t* m2 = &m2a[i][g][0];
           const scalar_t* q = &qa[i][g][0];
           const scalar_t op = oa[i][g];
-          const int64_t x0 = ba[i][g][0], x1 = ba[i][g][1], y0 = ba[i][g][2], y1 = ba[i][g][3];
+          int64_t x0, x1, y0, y1;
+          reach<scalar_t>(m2, q, op, &ba[i][g][0], x0, x1, y0, y1);
           double g_m0 = 0, g_m1 = 0, g_q0 = 0, g_q1 = 0, g_q2 = 0, g_o = 0;
           for (int64_t ty = y0 / tile_size; ty * tile_size < y1; ++ty) {
            for (int64_t tx = x0 / tile_size; tx * tile_size < x1; ++tx) {
             if (tile_last[ty * tw + tx] <= r) continue;  // every pixel of the tile stopped before it
             const int64_t ye = std::min(y1, std::min(height, (ty + 1) * tile_size));
             const int64_t xe = std::min(x1, std::min(width, (tx + 1) * tile_size));
-            for (int64_t y = ty * tile_size; y < ye; ++y) {
-             for (int64_t x = tx * tile_size; x < xe; ++x) {
+            for (int64_t y = std::max(y0, ty * tile_size); y < ye; ++y) {
+             for (int64_t x = std::max(x0, tx * tile_size); x < xe; ++x) {
               const int64_t p = y * width + x;
               if (stop_i[p] <= r) continue;  // the pixel stopped at or before this Gaussian
               const Pair<scalar_t> pr = eval_pair<scalar_t>(m2, q, op, int(x), int(y));
