@@ -250,3 +250,29 @@ def test_student_supervises_gaussian_depths_from_the_source_frames():
     z_after = module.decoder.gaussian_depths(module(batch), batch.src_c2w, (32, 32))
     assert "train/gaussian_depth" in t.logged_metrics
     assert (z_after - 3.0).abs().mean() < 0.5 * (z - 3.0).abs().mean()
+
+
+def test_skip_init_fits_the_colour_readout_before_the_first_step():
+    from lyra.data import ClipDataModule, DCTCodec, ProceduralGenerator
+    from lyra.models import TeacherModule
+
+    teacher = TeacherModule(ProceduralGenerator(seed=0, num_views=2, num_objects=(2, 3)), DCTCodec(latent_channels=8),
+                            num_frames=5, height=32, width=32)
+    dm = ClipDataModule(teacher=teacher, num_views=2, target_frames=1, num_train_clips=4, num_val_clips=0,
+                        num_test_clips=1)
+    module = tiny_student(lpips=False, skip_init_clips=2, lr=1e-9)
+    module.decoder = tiny_decoder(latent_skip=True, density=2)
+    clip = teacher.make_clip(3)
+
+    def colour_error():
+        with torch.no_grad():
+            g = module.decoder(clip.latents[None], clip.c2w[None], clip.K[None])
+        block = torch.nn.functional.avg_pool2d(clip.rgb.reshape(-1, 32, 32, 3).permute(0, 3, 1, 2), 4)
+        return float((g.colors[0].reshape(2, 5, 8, 8, 3) - block.permute(0, 2, 3, 1).reshape(2, 5, 8, 8, 3)).abs().mean())
+
+    before = colour_error()
+    trainer(max_steps=1).fit(module, datamodule=dm)
+    after = colour_error()
+    assert after < 0.5 * before, (before, after)
+    with pytest.raises(ValueError, match="latent_skip"):
+        tiny_decoder().fit_latent_skip(clip.latents, clip.rgb)

@@ -322,6 +322,12 @@ class ClipDataModule(lightning.LightningDataModule):
                              f"but num_{split}_clips={n}; generate more (IndexDataModule start={lo}) or lower it")
         return found if n is None else found[:n]
 
+    def peek_clips(self, split: Split, n: int) -> list[Clip]:
+        """The first ``n`` clips of a split, whole (every view and frame), e.g. to initialise weights."""
+        indices = self.split_indices(split)[:n]
+        source = TeacherSource(self.teacher) if self.source == "on_the_fly" else ShardSource(self._reader)
+        return [source(i) for i in indices]
+
     def _rank(self) -> tuple[int, int]:
         if self.trainer is not None:
             return self.trainer.global_rank, self.trainer.world_size

@@ -42,6 +42,9 @@ class StudentModule(L.LightningModule):
             checkpoint (also a static decoder's into a dynamic one, whose time embeddings then
             start at zero). Unlike ``--ckpt_path`` it starts a new run (step 0, fresh optimiser).
         gradient_checkpointing: recompute the decoder blocks in backward (memory for time).
+        skip_init_clips: before the first step of a new run, fit the decoder's latent skip (colour
+            readout) by least squares on this many training clips (``fit_latent_skip``; needs
+            ``latent_skip=True``; 0: off). Not with a sharded decoder.
         evaluation: the test report's settings (metrics, baselines; docs/evaluation.md).
         export_ply: write test scenes as PLY (one per target time for dynamic decoders).
         orbit_frames: frames of the validation orbit video (0: none).
@@ -61,6 +64,7 @@ class StudentModule(L.LightningModule):
         prune_keep: float | None = None,
         init_from: str | None = None,
         gradient_checkpointing: bool = False,
+        skip_init_clips: int = 0,
         evaluation: EvalConfig | None = None,
         export_ply: bool = False,
         orbit_frames: int = 16,
@@ -78,6 +82,22 @@ class StudentModule(L.LightningModule):
             load_decoder_weights(self.decoder, init_from)
         if gradient_checkpointing:
             self.decoder.enable_gradient_checkpointing()
+
+    def on_fit_start(self) -> None:
+        n = self.hparams.skip_init_clips
+        if not n or self.global_step > 0 or self.trainer.ckpt_path is not None:
+            return  # a resumed run keeps its weights
+        if getattr(self.decoder, "_lyra_sharded", False):
+            raise ValueError("skip_init_clips needs an unsharded decoder; fit the skip once on one process and "
+                             "start the sharded run from it with init_from")
+        peek = getattr(self.trainer.datamodule, "peek_clips", None)
+        if peek is None:
+            raise ValueError("skip_init_clips needs a data module with peek_clips(split, n) (ClipDataModule)")
+        clips = peek("train", n)
+        latents = torch.cat([c.latents for c in clips]).to(self.device)
+        rgb = torch.cat([c.rgb for c in clips]).to(self.device)
+        err = self.decoder.fit_latent_skip(latents, rgb)
+        self.print(f"latent skip fitted on {n} clips: RMS colour error {err:.3f} (pre-activation)")
 
     # ---- forward --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
@@ -279,6 +280,60 @@ class StaticGaussianDecoder(GaussianDecoder):
         if skip is not None:
             raw = raw + skip
         return self.to_gaussians(raw.float(), c2w, K)
+
+    @torch.no_grad()
+    def fit_latent_skip(
+        self,
+        latents: Tensor,  # [S, C, T', h, w] latents of S source trajectories
+        rgb: Tensor,  # [S, T, H, W, 3] the teacher's RGB decoding of them
+        ridge: float = 1e-3,
+    ) -> float:
+        """Set the latent skip's colour weights to the least-squares linear readout of each
+        Gaussian's block colour from its latent pixel (pre-activation, so 0.5 tanh(x) + 0.5 gives
+        the colour back), and the body head's colour outputs to zero. A data-driven start for any
+        codec (the best linear fit; a VAE's is not exact). Returns the fit's RMS error (raw units)."""
+        if self.skip_head is None:
+            raise ValueError("fit_latent_skip needs a decoder built with latent_skip=True")
+        cfg = self.config
+        S, C, Tl, h, w = latents.shape
+        T = rgb.shape[1]
+        k, kt = cfg.density, self.skip_head.kernel_size[0]
+        s = cfg.space_factor // k
+        frames = self.gaussian_frame_indices(T)
+        block = F.avg_pool2d(rgb[:, frames].permute(0, 1, 4, 2, 3).reshape(-1, 3, *rgb.shape[2:4]), s)
+        block = block.reshape(S, len(frames), 3, h * k, w * k).permute(0, 1, 3, 4, 2)  # [S, F, gh, gw, 3]
+        target = torch.atanh((2 * block - 1).clamp(-0.98, 0.98))
+        # Where each Gaussian frame sits in the codec's folded layout: (latent frame, slot in it).
+        if cfg.gaussian_frames == "latent":
+            lat_f, slot = torch.arange(Tl), torch.zeros(Tl, dtype=torch.long)
+        else:
+            folded = frames + (cfg.time_factor - 1 if cfg.causal_first_frame else 0)
+            lat_f, slot = folded // cfg.time_factor, folded % cfg.time_factor
+        feats = latents.float()[:, :, lat_f]  # [S, C, F, h, w]: each Gaussian frame's latent pixel
+        weight = self.skip_head.weight  # [C, 12, kt, k, k]
+        # The skip owns colour at the start: the body head's colour outputs start at zero.
+        self.head.weight[:, 1:4] = 0
+        self.head.bias[1:4] = 0
+        fits, means = [], []
+        for f_slot in range(kt):
+            rows = (slot == f_slot)
+            if not rows.any():
+                continue
+            Xs = feats[:, :, rows].permute(0, 2, 3, 4, 1).reshape(-1, C)
+            Xm = Xs.mean(0)
+            Xc = Xs - Xm
+            gram = Xc.T @ Xc
+            gram += ridge * gram.diagonal().mean() * torch.eye(C)
+            for dy in range(k):
+                for dx in range(k):
+                    Y = target[:, rows][:, :, dy::k, dx::k].reshape(-1, 3)
+                    Ym = Y.mean(0)
+                    W = torch.linalg.solve(gram, Xc.T @ (Y - Ym))  # [C, 3]
+                    weight[:, 1:4, f_slot, dy, dx] = W.to(weight.dtype)
+                    fits.append(((Xc @ W + Ym - Y) ** 2).mean())
+                    means.append(Ym - Xm @ W)
+        self.skip_head.bias[1:4] = torch.stack(means).mean(0).to(weight.dtype)  # the bias is shared
+        return float(torch.stack(fits).mean().sqrt())
 
     def gaussian_depths(
         self,
