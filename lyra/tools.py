@@ -5,6 +5,7 @@
     lyra camera-path --ply scene.ply --trajectory left --out path.json
     lyra convert scene.ply scene.splat           # or .spz; the suffix picks the format
     lyra view scene.ply                          # web viewer on http://127.0.0.1:8080
+    lyra generate --procedural 0 --decoder outputs/dynamic   # a scene from the main job's decoder (docs/generate.md)
 
 Cameras follow lyra.render.cameras (OpenCV axes, world up = -y). Without ``--camera-path`` the
 camera is placed from the Gaussians: it looks at the median of the means from 20 degrees above,
@@ -290,8 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_cmd_view)
 
     from lyra.data.cache_cli import add_cache_parser  # `lyra cache verify DIR`
+    from lyra.inference.cli import add_generate_parser  # `lyra generate ...` (docs/generate.md)
 
     add_cache_parser(sub)
+    add_generate_parser(sub)
     return parser
 
 

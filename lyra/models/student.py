@@ -249,3 +249,47 @@ class StudentModule(L.LightningModule):
                       if not k.startswith("_") and self.decoder.config.get(k) != v and not isinstance(v, float)}
         if mismatched:
             raise ValueError(f"decoder settings differ from the checkpoint (checkpoint, config): {mismatched}")
+
+    # ---- predict: Gaussians of generated scenes (lyra.inference: `lyra generate`, `lightning predict`) --
+
+    def predict_step(
+        self,
+        batch: ClipBatch,
+        batch_idx: int = 0,
+        dataloader_idx: int = 0,
+        time_chunk: int | None = None,
+    ) -> dict[str, Any]:
+        """The Gaussians of every sample of ``batch``, detached and moved to the CPU.
+
+        Static decoders: ``gaussians`` of batch shape [B] (pruned like ``forward``). Dynamic decoders:
+        [B, M], one set per target time: ``meta[b]["target_times"]`` when every sample lists them
+        (``lyra.inference.clip_batch`` does), else the target frames' times (as ``forward``). They are
+        decoded ``time_chunk`` target times per decoder pass (else ``meta[0]["time_chunk"]``, else all
+        at once): fewer per pass bounds the decoder's peak memory, the result is the same.
+        Returns ``{"gaussians", "target_time" ([B, M] or None), "meta"}``.
+        """
+        with torch.no_grad():
+            if not self.decoder.is_dynamic:
+                return {"gaussians": self(batch).detach().to("cpu"), "target_time": None, "meta": batch.meta}
+            B, meta = batch.batch_size, batch.meta or []
+            if meta and all("target_times" in m for m in meta):
+                target = torch.tensor([list(m["target_times"]) for m in meta], dtype=batch.src_time.dtype,
+                                      device=batch.src_time.device)
+            else:
+                target = batch.time.reshape(B, -1)
+            M = target.shape[1]
+            chunk = int(time_chunk or (meta[0].get("time_chunk") if meta else None) or M)
+            if chunk < 1:
+                raise ValueError(f"time_chunk must be >= 1, got {chunk}")
+            parts = []
+            for lo in range(0, M, chunk):
+                g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time,
+                                 target_time=target[:, lo:lo + chunk])
+                if self.hparams.prune_keep is not None:
+                    g = g.prune_fraction(self.hparams.prune_keep)
+                parts.append(g.detach().to("cpu"))
+            if len(parts) > 1:
+                fields = ("means", "quats", "scales", "opacities", "colors")
+                parts = [Gaussians(*(torch.cat([getattr(p, n) for p in parts], dim=1) for n in fields),
+                                   check_values=False)]
+            return {"gaussians": parts[0], "target_time": target.detach().to("cpu"), "meta": meta}

@@ -107,3 +107,70 @@ class CameraPath:
             return cls.from_dict(d)
         except (ValueError, TypeError) as err:
             raise type(err)(f"{path}: {err}") from None
+
+
+# ---- import: nerfstudio's camera_path.json ------------------------------------------------------------
+
+# nerfstudio (like three.js and OpenGL) puts camera x right, y up, z backwards; lyra (OpenCV) x right,
+# y down, z forwards. The same camera in both: negate its y and z axes (right-multiply c2w).
+_OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+
+
+def load_nerfstudio_camera_path(path: str | os.PathLike) -> CameraPath:
+    """A nerfstudio ``camera_path.json`` (its viewer's render panel writes it, ``ns-render`` reads it).
+
+    Read: ``render_width`` / ``render_height`` (pixels), ``camera_type`` (only ``"perspective"``;
+    absent means perspective) and per entry of ``camera_path``: ``camera_to_world`` (16 numbers, a
+    row-major 4x4 in OpenGL camera axes), ``fov`` (vertical field of view in degrees: focal =
+    render_height / 2 / tan(fov / 2), square pixels, principal point at the image centre, as
+    ``ns-render`` computes it) and, when every entry has one, ``render_time`` (scene time in [0, 1]).
+    The world frame is kept; only the camera axes are converted to OpenCV (y and z negated). Other
+    fields (keyframes, fps, seconds, aspect, crop, ...) are ignored.
+    """
+    import math
+
+    try:
+        with open(path, "rb") as f:
+            d = json.load(f)
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); export the path again from nerfstudio's viewer") from None
+
+    def fail(msg: str) -> ValueError:
+        return ValueError(f"{path}: {msg} (nerfstudio camera_path.json: render_width, render_height, "
+                          "camera_path: [{camera_to_world: 16 numbers, fov: degrees}, ...])")
+
+    if not isinstance(d, dict) or not isinstance(d.get("camera_path"), list) or not d["camera_path"]:
+        raise fail("no non-empty 'camera_path' list")
+    kind = d.get("camera_type", "perspective")
+    if kind != "perspective":
+        raise fail(f"camera_type {kind!r} is not supported; only 'perspective' cameras map to pinhole intrinsics")
+    try:
+        width, height = _pixels(d.get("render_width"), "render_width"), _pixels(d.get("render_height"), "render_height")
+    except TypeError as err:
+        raise fail(str(err)) from None
+    if width <= 0 or height <= 0:
+        raise fail(f"render size must be positive, got {width}x{height}")
+    c2w, focal, times = [], [], []
+    for i, cam in enumerate(d["camera_path"]):
+        m = cam.get("camera_to_world") if isinstance(cam, dict) else None
+        if not isinstance(m, list) or len(m) != 16 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                              for v in m):
+            raise fail(f"camera_path[{i}].camera_to_world must be a list of 16 numbers (row-major 4x4)")
+        fov = cam.get("fov")
+        if isinstance(fov, bool) or not isinstance(fov, (int, float)) or not 0.0 < fov < 180.0:
+            raise fail(f"camera_path[{i}].fov must be a vertical field of view in degrees within (0, 180), got {fov!r}")
+        c2w.append(torch.tensor(m, dtype=torch.float64).reshape(4, 4) @ _OPENGL_TO_OPENCV)
+        focal.append(0.5 * height / math.tan(math.radians(fov) / 2))
+        times.append(cam.get("render_time"))
+    K = torch.zeros(len(c2w), 3, 3)
+    K[:, 0, 0] = K[:, 1, 1] = torch.tensor(focal)
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = width / 2.0, height / 2.0, 1.0
+    time = None
+    if all(t is not None for t in times):
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times):
+            raise fail("render_time values must be numbers in [0, 1]")
+        time = torch.tensor(times, dtype=torch.float32)
+    try:
+        return CameraPath(torch.stack(c2w).float(), K, width, height, time)
+    except (ValueError, TypeError) as err:
+        raise fail(str(err)) from None
