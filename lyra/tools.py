@@ -2,15 +2,19 @@
 
     lyra demo-scene --out scene.ply
     lyra render --ply scene.ply --trajectory spiral --out video.mp4 --sheet sheet.png
+    lyra render --ply outputs/generate/procedural_0/scene --out 4d.mp4   # dynamic folder: camera and time move
+    lyra render --ply DIR --time-sweep --out t.mp4      # camera fixed, time 0 -> 1 (--bullet-time T: time fixed)
     lyra camera-path --ply scene.ply --trajectory left --out path.json
     lyra convert scene.ply scene.splat           # or .spz; the suffix picks the format
     lyra view scene.ply                          # web viewer on http://127.0.0.1:8080
     lyra generate --procedural 0 --decoder outputs/dynamic   # a scene from the main job's decoder (docs/generate.md)
 
-Cameras follow lyra.render.cameras (OpenCV axes, world up = -y). Without ``--camera-path`` the
-camera is placed from the Gaussians: it looks at the median of the means from 20 degrees above,
-far enough that the sphere holding 95 % of the means fits the view; trajectory magnitudes are the
-middle of Lyra's ranges times that distance.
+Cameras follow lyra.render.cameras (OpenCV axes, world up = -y). ``--camera-path`` takes lyra's
+camera-path JSON or nerfstudio's camera_path.json. Without it the camera is placed from the
+Gaussians: it looks at the median of the means from 20 degrees above, far enough that the sphere
+holding 95 % of the means fits the view; trajectory magnitudes are the middle of Lyra's ranges
+times that distance. A dynamic scene folder plays camera and time together (the path's ``time``,
+else 0 -> 1); ``--time-sweep`` holds the camera, ``--bullet-time T`` holds the time.
 """
 
 from __future__ import annotations
@@ -190,9 +194,11 @@ def _camera_path(args: argparse.Namespace, gaussians: Gaussians | None) -> Camer
     if explicit is not None:
         if args.trajectory is not None:
             raise ValueError("pass either --camera-path or --trajectory, not both")
-        if not Path(explicit).is_file():
-            raise FileNotFoundError(f"camera path {str(explicit)!r} does not exist; export one with `lyra camera-path`")
-        return resample_path(CameraPath.load(explicit), args.frames, args.size)
+        from lyra.inference.paths import load_camera_path, resample  # lyra JSON or nerfstudio camera_path.json
+
+        loaded = load_camera_path(explicit)
+        w, h = args.size or (loaded.width, loaded.height)
+        return resample(loaded, args.frames or len(loaded), h, w)
     w, h = args.size or (128, 128)
     if gaussians is not None:
         center, distance = frame_scene(gaussians.means, args.fov, w, h)
@@ -203,6 +209,11 @@ def _camera_path(args: argparse.Namespace, gaussians: Gaussians | None) -> Camer
 
 
 def _cmd_render(args: argparse.Namespace) -> None:
+    if Path(args.ply).is_dir():
+        return _render_dynamic(args)
+    if args.time_sweep or args.bullet_time is not None:
+        raise ValueError(f"--time-sweep and --bullet-time play a dynamic scene, but {args.ply!r} is one scene file; "
+                         "pass a dynamic scene folder (t000.ply ... + index.json, as `lyra generate` writes)")
     gaussians = _load_gaussians(Path(args.ply))
     path = _camera_path(args, gaussians)
     if path.width % 2 or path.height % 2:
@@ -213,6 +224,42 @@ def _cmd_render(args: argparse.Namespace) -> None:
     if args.sheet:
         write_contact_sheet(args.sheet, frames)
     print(f"wrote {args.out} ({len(path)} frames, {path.width}x{path.height})"
+          + (f" and {args.sheet}" if args.sheet else ""))
+
+
+def _render_dynamic(args: argparse.Namespace) -> None:
+    """4D playback of a dynamic scene folder: frame f shows the Gaussian set nearest in time to the
+    frame's scene time. Default: the camera path's ``time`` (else 0 -> 1 over the frames) with the
+    camera moving; ``--time-sweep``: the path's first camera, time 0 -> 1; ``--bullet-time T``: time T."""
+    from lyra.inference.render import render_frames
+    from lyra.render.formats import load_dynamic_scene
+
+    if args.time_sweep and args.bullet_time is not None:
+        raise ValueError("pass --time-sweep (camera fixed, time runs) or --bullet-time T (time fixed), not both")
+    if args.bullet_time is not None and not 0.0 <= args.bullet_time <= 1.0:
+        raise ValueError(f"--bullet-time takes a scene time in [0, 1], got {args.bullet_time}")
+    sets, times = load_dynamic_scene(args.ply)
+    path = _camera_path(args, sets[0])
+    if path.width % 2 or path.height % 2:
+        raise ValueError(f"the camera path is {path.width}x{path.height}; mp4 needs even sizes: pass --size")
+    n = len(path)
+    if args.time_sweep:
+        path = CameraPath(path.c2w[:1].expand(n, 4, 4), path.K[:1].expand(n, 3, 3), path.width, path.height,
+                          torch.linspace(0.0, 1.0, n) if n > 1 else torch.zeros(1))
+    elif args.bullet_time is not None:
+        path = CameraPath(path.c2w, path.K, path.width, path.height, torch.full((n,), float(args.bullet_time)))
+    elif path.time is None:
+        path = CameraPath(path.c2w, path.K, path.width, path.height,
+                          torch.linspace(0.0, 1.0, n) if n > 1 else torch.zeros(1))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    frames = render_frames(sets, times, path.c2w, path.K, path.height, path.width, path.time,
+                           BACKGROUNDS[args.background], device=device)
+    write_video(args.out, frames, fps=args.fps)
+    if args.sheet:
+        write_contact_sheet(args.sheet, frames)
+    mode = "time sweep" if args.time_sweep else (f"bullet time t={args.bullet_time:g}" if args.bullet_time is not None
+                                                 else "camera and time")
+    print(f"wrote {args.out} ({n} frames, {path.width}x{path.height}, {len(sets)} time steps, {mode})"
           + (f" and {args.sheet}" if args.sheet else ""))
 
 
@@ -251,11 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("render", help="render a 3DGS PLY along a camera path to an mp4 (+ PNG contact sheet)")
-    r.add_argument("--ply", required=True, help="3DGS PLY file (lyra.render.save_ply layout)")
+    r = sub.add_parser("render", help="render a 3DGS PLY (or a dynamic scene folder) along a camera path to an mp4")
+    r.add_argument("--ply", required=True,
+                   help="3DGS PLY file (lyra.render.save_ply layout), or a dynamic scene folder "
+                        "(index.json + one PLY per time)")
     r.add_argument("--out", required=True, help="output video, .mp4")
     r.add_argument("--sheet", default=None, help="optional PNG contact sheet of evenly spaced frames")
-    r.add_argument("--camera-path", default=None, help="camera path JSON (`lyra camera-path`) instead of --trajectory")
+    r.add_argument("--camera-path", default=None,
+                   help="camera path JSON (`lyra camera-path`, `lyra view`) or nerfstudio camera_path.json, "
+                        "instead of --trajectory")
+    r.add_argument("--time-sweep", action="store_true",
+                   help="dynamic folder: the camera stays at the path's first camera while time runs 0 -> 1")
+    r.add_argument("--bullet-time", type=float, default=None, metavar="T",
+                   help="dynamic folder: time stays at T in [0, 1] while the camera moves")
     r.add_argument("--background", choices=sorted(BACKGROUNDS), default="white")
     r.add_argument("--fps", type=_positive_float, default=24.0)
     r.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
