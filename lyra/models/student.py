@@ -265,7 +265,8 @@ class StudentModule(L.LightningModule):
         [B, M], one set per target time: ``meta[b]["target_times"]`` when every sample lists them
         (``lyra.inference.clip_batch`` does), else the target frames' times (as ``forward``). They are
         decoded ``time_chunk`` target times per decoder pass (else ``meta[0]["time_chunk"]``, else all
-        at once): fewer per pass bounds the decoder's peak memory, the result is the same.
+        at once): fewer per pass bounds the decoder's peak memory; the result changes only by float
+        rounding (the batch size changes the order of reductions).
         Returns ``{"gaussians", "target_time" ([B, M] or None), "meta"}``.
         """
         with torch.no_grad():
