@@ -12,11 +12,13 @@ Lyra trajectory starts at the same view, so that frame is also a source frame.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from lyra.data.clip import Clip
+if TYPE_CHECKING:  # lyra.data imports lyra.eval (the test split): annotations only
+    from lyra.data.clip import Clip
 
 
 def target_frames(num_frames: int, count: int) -> Tensor:  # [count] frame indices
