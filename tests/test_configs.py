@@ -24,6 +24,7 @@ GPU = ["gpu/static_reference.yaml", "gpu/dynamic_reference.yaml"]
 SIZE_STAGES = {"1_176x320_17f.yaml": (17, 176, 320), "2_49f.yaml": (49, 176, 320), "3_352x640.yaml": (49, 352, 640),
                "4_704x1280.yaml": (49, 704, 1280), "5_121f.yaml": (121, 704, 1280)}
 STAGES = sorted(p.name for p in (CONFIGS / "stages").glob("*.yaml"))
+INFER = sorted(f"infer/{p.name}" for p in (CONFIGS / "infer").glob("*.yaml"))
 ON_CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
           "--trainer.precision", "32-true"]
 # The reference body is 58 M parameters; stacking tests build it at a fraction of the width.
@@ -43,7 +44,7 @@ def configs(*names):
 def test_config_folder_is_covered():
     found = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
     assert found == {*CPU, *GPU, "generate.yaml", "gpu/generate_gen3c.yaml", "base/student_cpu.yaml",
-                     "base/student_gpu.yaml", *(f"stages/{s}" for s in STAGES)}
+                     "base/student_gpu.yaml", *(f"stages/{s}" for s in STAGES), *INFER}
     assert len(STAGES) == 8
 
 
@@ -154,6 +155,16 @@ def test_predict_configs_parse(path, cls, capsys):
         main(["predict", *configs(path), "--print_config"])
     assert e.value.code in (0, None)
     assert cls in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", INFER)
+def test_inference_configs_resolve(path, capsys):
+    # They name checkpoints and weight folders a trained run or a GPU machine has: check that they
+    # resolve (classes, argument names, types); tests/test_generate.py runs the procedural one.
+    with pytest.raises(SystemExit) as e:
+        main(["predict", *configs(path), "--print_config"])
+    assert e.value.code in (0, None)
+    assert "StudentModule" in capsys.readouterr().out
 
 
 def test_base_files_compose_and_refuse_cycles(tmp_path):

@@ -161,6 +161,30 @@ class ClipBatch:
         return replace(self, **{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)
                                 if isinstance(getattr(self, f.name), Tensor)})
 
+    def downscale_targets(self, factor: int) -> "ClipBatch":
+        """The same batch with its target frames ``factor`` times smaller: images area-averaged,
+        depth sampled at each block's centre pixel (averaging would blend across edges), target
+        intrinsics rescaled. Sources (latents, source cameras and depth) are unchanged."""
+        if factor == 1:
+            return self
+        H, W = self.rgb.shape[-3:-1]
+        if factor < 1 or H % factor or W % factor:
+            raise ValueError(f"target frames of {H}x{W} cannot be downscaled by {factor}; use a factor dividing both")
+
+        def area(x: Tensor | None) -> Tensor | None:  # [..., H, W, 3]
+            if x is None:
+                return None
+            lead = x.shape[:-3]
+            y = torch.nn.functional.avg_pool2d(x.reshape(-1, H, W, 3).permute(0, 3, 1, 2), factor)
+            return y.permute(0, 2, 3, 1).reshape(*lead, H // factor, W // factor, 3)
+
+        from lyra.render.cameras import resize_intrinsics
+
+        c = factor // 2
+        return replace(self, rgb=area(self.rgb), gt_rgb=area(self.gt_rgb),
+                       depth=None if self.depth is None else self.depth[..., c::factor, c::factor],
+                       K=resize_intrinsics(self.K, (H, W), (H // factor, W // factor)))
+
     @classmethod
     def collate(cls, items: list[tuple[Clip, Clip]], keep_sources: bool = False) -> "ClipBatch":
         """``items`` are (source clip, target clip) pairs: the source gives latents and source
