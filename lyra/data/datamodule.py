@@ -19,6 +19,12 @@ The number of views is drawn once per *batch* (samples of a batch must stack). I
 by (rank, world size, DataLoader worker) with no duplicates; train drops the < world_size
 remainder and incomplete batches so every rank runs the same number of steps, val / test keep
 every clip (ranks may then differ by one batch).
+
+The training stream is resumable: its loader's ``state_dict`` (the epoch and the batches this rank
+consumed in it) goes into Lightning checkpoints, and a run resumed with ``--ckpt_path`` continues
+the epoch with the next batch an uninterrupted run would have drawn: every draw depends on
+(seed, epoch, index) only, each DataLoader worker skips what it already delivered (without loading
+those clips) and the workers take their turns where the interrupted run left them.
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ class ClipStream(IterableDataset):
         self.views = (num_views, num_views) if isinstance(num_views, int) else tuple(num_views)
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.epoch = 0
+        self.start_batch = 0  # batches of this epoch a resumed run already trained on (train only)
 
     def indices_for(self, worker_id: int, num_workers: int) -> list[int]:
         """This (rank, worker)'s clip indices, in iteration order."""
@@ -105,12 +112,38 @@ class ClipStream(IterableDataset):
             return n * self.reuse // self.batch_size
         return -(-n * max(1, len(self.heldout)) // self.batch_size)  # one sample per held-out trajectory
 
+    def worker_batches(self, num_workers: int) -> list[int]:
+        """Batches each DataLoader worker of this rank yields in one epoch."""
+        return [self._batches(len(self.indices_for(w, num_workers))) for w in range(max(num_workers, 1))]
+
     def __len__(self) -> int:
-        return sum(self._batches(len(self.indices_for(w, self.num_workers))) for w in range(max(self.num_workers, 1)))
+        return sum(self.worker_batches(self.num_workers))
+
+    def resume_plan(self, consumed: int, num_workers: int) -> tuple[list[int], int]:
+        """(batches each worker had delivered, the worker whose turn is next) after the first
+        ``consumed`` batches of an epoch. A DataLoader takes one batch from each worker in turn and
+        skips workers that have run out; a resumed loader starts its turns at its worker 0, so that
+        worker plays the one whose turn was next (``__iter__``)."""
+        counts = self.worker_batches(num_workers)
+        if not 0 <= consumed <= sum(counts):
+            raise ValueError(f"the checkpoint says {consumed} batches of this epoch were trained on, but an epoch "
+                             f"of this training split has {sum(counts)}; the data settings changed since it was saved")
+        taken, turn = [0] * len(counts), 0
+        for _ in range(consumed):
+            while taken[turn] >= counts[turn]:
+                turn = (turn + 1) % len(counts)
+            taken[turn] += 1
+            turn = (turn + 1) % len(counts)
+        return taken, turn
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        skip = 0
+        if self.split == "train" and self.start_batch:
+            taken, turn = self.resume_plan(self.start_batch, nw)
+            wid = (wid + turn) % nw  # this worker continues the stream of the worker whose turn was next
+            skip = taken[wid]
         if info is not None:
             # A worker's global RNGs differ per (seed, epoch, rank, worker) for any generator that
             # draws from them (the main process's are left alone); our own draws below depend on
@@ -122,7 +155,7 @@ class ClipStream(IterableDataset):
             yield from self._test_batches(mine)
             return
         chunk: list[tuple[int, int, Clip]] = []
-        for index, rep, clip in self._uses(mine):
+        for index, rep, clip in self._uses(mine, skip * self.batch_size):
             chunk.append((index, rep, clip))
             if len(chunk) == self.batch_size:
                 n_views = self._num_views(chunk[0][0], chunk[0][1])
@@ -132,13 +165,21 @@ class ClipStream(IterableDataset):
             n_views = self._num_views(chunk[0][0], chunk[0][1])
             yield ClipBatch.collate([self.sample(c, i, n_views, r) for i, r, c in chunk])
 
-    def _uses(self, indices: list[int]):
+    def _uses(self, indices: list[int], skip: int = 0):
         """(index, use, clip) in order: with ``reuse`` R, windows of R clips are loaded once and each
-        clip is used R times, interleaved, so consecutive steps see different scenes."""
+        clip is used R times, interleaved, so consecutive steps see different scenes. The first
+        ``skip`` uses are left out (a resumed run); windows left out whole are not loaded."""
         for w in range(0, len(indices), self.reuse):
-            window = [(i, self.source(i)) for i in indices[w:w + self.reuse]]
+            ids = indices[w:w + self.reuse]
+            if skip >= self.reuse * len(ids):
+                skip -= self.reuse * len(ids)
+                continue
+            window = [(i, self.source(i)) for i in ids]
             for rep in range(self.reuse):
                 for i, clip in window:
+                    if skip:
+                        skip -= 1
+                        continue
                     yield i, rep, clip
 
     def _test_batches(self, indices: list[int]):
@@ -194,11 +235,77 @@ class _EpochDataLoader(DataLoader):
     epoch_source: Callable[[], int | None] = staticmethod(lambda: None)
     _passes = 0
 
-    def __iter__(self):
+    def _set_epoch(self) -> None:
         epoch = self.epoch_source()
         self.dataset.epoch = self._passes if epoch is None else epoch
         self._passes += 1
+
+    def __iter__(self):
+        self._set_epoch()
         return super().__iter__()
+
+
+# What a saved position depends on besides the epoch: the same values are needed to continue it.
+LAYOUT = {"world_size": "the number of processes (trainer.devices x num_nodes)", "num_workers": "num_workers",
+          "batch_size": "batch_size", "reuse": "train_clip_reuse", "seed": "seed",
+          "num_clips": "num_train_clips", "indices_crc": "the training clips (num_train_clips / the cache)"}
+
+
+class _ResumableLoader(_EpochDataLoader):
+    """The training loader. ``state_dict`` says how far this epoch got: Lightning stores it in every
+    checkpoint (``loops.fit_loop.combined_loader``) and hands it to ``load_state_dict`` on resume,
+    before the first pass, which then starts after the batches already trained on. Batches are
+    counted as the trainer takes them, not as workers prefetch them."""
+
+    _consumed = 0
+    _pending: dict | None = None
+
+    def layout(self) -> dict:
+        ds = self.dataset
+        return {"world_size": ds.world_size, "num_workers": self.num_workers, "batch_size": ds.batch_size,
+                "reuse": ds.reuse, "seed": ds.seed, "num_clips": len(ds.indices),
+                "indices_crc": zlib.crc32(np.asarray(ds.indices, dtype=np.int64).tobytes())}
+
+    def state_dict(self) -> dict:
+        return {"epoch": int(self.dataset.epoch), "batches": int(self._consumed), **self.layout()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = dict(state)
+
+    def __iter__(self):
+        self._set_epoch()
+        start, state, self._pending = 0, self._pending, None
+        if state is not None and state.get("epoch") == self.dataset.epoch:
+            now = self.layout()
+            changed = [k for k in LAYOUT if state.get(k) != now[k]]
+            if changed:
+                diff = "; ".join(f"{LAYOUT[k]}: checkpoint {state.get(k)}, now {now[k]}" for k in changed)
+                raise ValueError(f"cannot continue the training data where the checkpoint left it: {diff}. Resume "
+                                 "with the data settings the checkpoint was trained with, or start a new run from "
+                                 "its weights with --model.init_args.init_from <checkpoint>")
+            start = int(state["batches"])
+            self.dataset.resume_plan(start, self.num_workers)  # refuses a position past the epoch's end
+        self.dataset.start_batch = start  # before the workers start: they get a copy of the dataset
+        self._consumed = start
+        return _Counted(super(_EpochDataLoader, self).__iter__(), self)
+
+
+class _Counted:
+    """Iterator over a loader's batches that counts the ones handed out (``_ResumableLoader``)."""
+
+    def __init__(self, it, loader: _ResumableLoader) -> None:
+        self.it, self.loader = it, loader
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.it)
+        self.loader._consumed += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.it)
 
 
 class ClipDataModule(lightning.LightningDataModule):
@@ -348,7 +455,8 @@ class ClipDataModule(lightning.LightningDataModule):
                           reuse=self.train_clip_reuse, targets=self.targets)
 
     def _loader(self, split: Split) -> DataLoader:
-        loader = _EpochDataLoader(self.dataset(split), batch_size=None, num_workers=self.num_workers)
+        kind = _ResumableLoader if split == "train" else _EpochDataLoader
+        loader = kind(self.dataset(split), batch_size=None, num_workers=self.num_workers)
         loader.epoch_source = lambda: self.trainer.current_epoch if self.trainer is not None else None
         return loader
 
