@@ -4,13 +4,14 @@ Sources: a ``save_pretrained`` folder or a Lightning checkpoint of a ``StudentMo
 decoder's weights may start a dynamic decoder (Lyra's dynamic stages start from the static
 multi-trajectory stage): the dynamic decoder's time embeddings are then the only weights not
 loaded, and they start at zero, so it begins as the static decoder. Anything else that does not
-fit is an error naming the tensors.
+fit is an error naming the tensors, and so are weights holding NaN or Inf.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Iterable
 
 import torch
 from safetensors.torch import load_file
@@ -18,6 +19,25 @@ from safetensors.torch import load_file
 from lyra.models.decoders.static import GaussianDecoder
 
 TIME_EMBEDDINGS = ("source_time_embed.", "target_time_embed.")
+
+
+def first_non_finite(named: Iterable[tuple[str, Any]]) -> tuple[str, str] | None:
+    """(name, "NaN" or "Inf") of the first floating-point tensor holding a non-finite value, else
+    None. One device sync for the common all-finite case; sharded (DTensor) values are checked on
+    this process's shard."""
+    items = [(n, t.to_local() if hasattr(t, "to_local") else t) for n, t in named
+             if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())]
+    if not items:
+        return None
+    flags = [torch.isfinite(t.detach()).all() for _, t in items]
+    try:
+        ok = torch.stack(flags).cpu()
+    except RuntimeError:  # tensors on several devices
+        ok = torch.tensor([bool(f) for f in flags])
+    if bool(ok.all()):
+        return None
+    name, t = items[int((~ok).nonzero()[0])]
+    return name, "NaN" if bool(torch.isnan(t.detach()).any()) else "Inf"
 
 
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -47,6 +67,10 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
 def load_decoder_weights(decoder: GaussianDecoder, source: str | Path) -> list[str]:
     """Load ``source`` into ``decoder`` in place; returns the names left at their initial values."""
     state, saved_class = _read_state(Path(source))
+    bad = first_non_finite(state.items())
+    if bad is not None:
+        raise ValueError(f"init_from: {source} holds non-finite weights ({bad[0]} contains {bad[1]}); start from an "
+                         "earlier checkpoint of that run, or from a decoder saved before training diverged")
     has_time = any(k.startswith(TIME_EMBEDDINGS) for k in state)
     if has_time and not decoder.is_dynamic:
         raise ValueError(f"init_from: {source} holds a dynamic decoder ({saved_class}); a static decoder would drop "

@@ -14,11 +14,23 @@ from lyra.data.clip import ClipBatch
 from lyra.eval.report import EvalConfig, EvalReport, format_table, summarize
 from lyra.losses.rendering import LossOutput, RenderingLoss
 from lyra.models.decoders import GaussianDecoder
-from lyra.models.init_weights import load_decoder_weights
+from lyra.models.init_weights import TIME_EMBEDDINGS, first_non_finite, load_decoder_weights
 from lyra.models.visuals import log_validation_visuals
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import save_ply
 from lyra.render.renderer import GaussianRenderer, Renders
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Decoder settings as stored in a checkpoint vs the config (floats compared to rounding)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_setting(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_setting(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+        return numbers and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
 
 
 class StudentModule(L.LightningModule):
@@ -236,19 +248,101 @@ class StudentModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lyra_decoder"] = {"class": type(self.decoder).__name__, "config": dict(self.decoder.config)}
+        self._refuse_non_finite(checkpoint.get("state_dict", {}).items(), "the checkpoint is not written")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Also without a checkpoint every step: stop at the step that broke the weights.
+        self._refuse_non_finite(self.named_parameters(), "training stopped")
+
+    def _refuse_non_finite(self, named: Any, consequence: str) -> None:
+        """Never keep training on, or write, weights holding NaN / Inf (all ranks agree first)."""
+        bad = first_non_finite(named)
+        ok = bad is None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
+        if not ok:
+            what = f"{bad[0]} contains {bad[1]}" if bad else "another rank's weights hold NaN or Inf"
+            raise FloatingPointError(
+                f"non-finite weights after training step {self.global_step}: {what} (the first such parameter); "
+                f"{consequence}, earlier checkpoints are kept. Resume from the last good one (--ckpt_path last) "
+                "with a lower learning rate or stronger gradient clipping, or check the clips for extreme values")
+
+    def _checkpoint_name(self) -> str:
+        path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        return f"checkpoint {path}" if path else "the checkpoint"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        where = self._checkpoint_name()
+        fix = ("use the config the checkpoint was trained with, or start a new run from its weights with "
+               "--model.init_args.init_from")
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            raise ValueError(f"{where} is not a Lightning checkpoint of a StudentModule (it has no state_dict)")
+        state = checkpoint["state_dict"]
         saved = checkpoint.get("lyra_decoder", {}).get("class")
+        if saved is None and any(k.startswith("decoder.") for k in state):  # written without lyra's record
+            timed = any(k.startswith(tuple(f"decoder.{p}" for p in TIME_EMBEDDINGS)) for k in state)
+            if timed != bool(self.decoder.is_dynamic):
+                saved = "DynamicGaussianDecoder" if timed else "StaticGaussianDecoder"
         if saved is not None and saved != type(self.decoder).__name__:
-            raise ValueError(f"this checkpoint holds a {saved} but the model config builds a "
-                             f"{type(self.decoder).__name__}; use the config the checkpoint was trained with "
-                             f"(model.init_args.decoder.class_path: lyra.models.decoders.{saved}), or start a "
-                             "new run from its weights with model.init_args.init_from")
+            raise ValueError(f"{where} holds a {saved} but the model config builds a {type(self.decoder).__name__}; "
+                             f"use the config the checkpoint was trained with (model.init_args.decoder.class_path: "
+                             f"lyra.models.decoders.{saved}), or start a new run from its weights with "
+                             "model.init_args.init_from")
         saved_cfg = checkpoint.get("lyra_decoder", {}).get("config", {})
         mismatched = {k: (v, self.decoder.config.get(k)) for k, v in saved_cfg.items()
-                      if not k.startswith("_") and self.decoder.config.get(k) != v and not isinstance(v, float)}
+                      if not k.startswith("_") and not _same_setting(v, self.decoder.config.get(k))}
         if mismatched:
-            raise ValueError(f"decoder settings differ from the checkpoint (checkpoint, config): {mismatched}")
+            raise ValueError(f"decoder settings differ from the checkpoint (checkpoint, config): {mismatched}; "
+                             f"{where}: {fix}")
+        bad = first_non_finite(state.items())
+        if bad is not None:
+            raise ValueError(f"{where} holds non-finite weights ({bad[0]} contains {bad[1]}); resume from an earlier "
+                             "checkpoint of the run (its checkpoints/ folder), or start a new run")
+        self._check_optimizer_state(checkpoint, where)
+
+    def _check_optimizer_state(self, checkpoint: dict[str, Any], where: str) -> None:
+        """On resume, the saved optimizer state must be finite and fit this model's parameters (torch
+        would load moments of another shape and fail, or broadcast them, at the first step)."""
+        saved = checkpoint.get("optimizer_states")
+        if not saved or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        fix = ("resume from another checkpoint of the run, or start a new run from these weights with "
+               "--model.init_args.init_from (a fresh optimizer)")
+        built = self.configure_optimizers()
+        optimizers = [built["optimizer"] if isinstance(built, dict) else built]
+        if len(saved) != len(optimizers):
+            raise ValueError(f"the optimizer state in {where} does not fit this model: it holds {len(saved)} "
+                             f"optimizers, this model has {len(optimizers)}; {fix}")
+        names = {id(p): n for n, p in self.named_parameters()}
+        for opt, st in zip(optimizers, saved):
+            groups, saved_groups = opt.param_groups, st.get("param_groups", [])
+            if len(saved_groups) != len(groups):
+                raise ValueError(f"the optimizer state in {where} does not fit this model: this model's optimizer has "
+                                 f"{len(groups)} parameter groups, the checkpoint's has {len(saved_groups)}; {fix}")
+            params: dict[Any, Tensor] = {}
+            for i, (a, b) in enumerate(zip(saved_groups, groups)):
+                if len(a.get("params", [])) != len(b["params"]):
+                    raise ValueError(f"the optimizer state in {where} does not fit this model: parameter group {i} "
+                                     f"holds {len(a.get('params', []))} parameters, this model's {len(b['params'])}; "
+                                     f"{fix}")
+                params.update(zip(a["params"], b["params"]))
+            for pid, values in st.get("state", {}).items():
+                p = params.get(pid)
+                if p is None:
+                    raise ValueError(f"the optimizer state in {where} has state for parameter id {pid}, which none "
+                                     f"of its parameter groups lists; {fix}")
+                name = names.get(id(p), f"parameter {pid}")
+                for key, v in values.items():
+                    if not isinstance(v, Tensor):
+                        continue
+                    bad = first_non_finite([(key, v)])
+                    if bad is not None:
+                        raise ValueError(f"the optimizer state in {where} holds non-finite values: {key} of {name} "
+                                         f"contains {bad[1]}; {fix}")
+                    if v.ndim and tuple(v.shape) != tuple(p.shape):
+                        raise ValueError(f"the optimizer state in {where}: {key} of {name} has shape "
+                                         f"{tuple(v.shape)}, which does not fit the parameter's shape "
+                                         f"{tuple(p.shape)}; {fix}")
 
     # ---- predict: Gaussians of generated scenes (lyra.inference: `lyra generate`, `lightning predict`) --
 
