@@ -22,17 +22,28 @@ in, and the manifest is rebuilt from them, so writers on several ranks never con
 A record names only its own shard (``clips-N.json`` -> ``clips-N.safetensors``); anything else is
 refused, so no record can make lyra read or delete a file outside the cache.
 ``lyra cache verify DIR`` checks every shard's checksum.
+
+Reading also works from object storage: ``ShardReader`` / ``read_manifest`` take fsspec URLs
+(``s3://bucket/clips``, ``gs://...``, ``memory://...``; ``file://`` is a local folder), so many
+nodes can train from one cache (``ClipDataModule`` splits the clips by rank and worker). A remote
+shard is read whole once per reader to check its sha256; later clips of it are fetched as byte
+ranges (the safetensors header, then the clip's own tensors). Writing stays local: generate into a
+folder, then upload it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable
 
+import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 import safetensors.numpy
 from safetensors import safe_open
 from tqdm import tqdm
@@ -45,6 +56,98 @@ FORMAT_VERSION = 2  # 2: records carry format, version, config and fields
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 RECORD_KEYS = ("caption", "depth_is_metric", "meta")  # non-array entries of Clip.to_numpy_dict
+
+
+class FsPath:
+    """The few ``pathlib`` operations the cache reader uses, on an fsspec URL (read-only)."""
+
+    def __init__(self, url: str, fs: fsspec.AbstractFileSystem | None = None) -> None:
+        self.url = str(url).rstrip("/")
+        self.fs = fs if fs is not None else fsspec.core.url_to_fs(self.url)[0]
+        self.path = self.fs._strip_protocol(self.url)
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"FsPath({self.url!r})"
+
+    def __truediv__(self, part: str) -> "FsPath":
+        return FsPath(f"{self.url}/{part}", self.fs)
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "FsPath":
+        return FsPath(self.url.rsplit("/", 1)[0], self.fs)
+
+    def with_suffix(self, suffix: str) -> "FsPath":
+        stem = self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+        return self.parent / (stem + suffix)
+
+    def is_file(self) -> bool:
+        return self.fs.isfile(self.path)
+
+    def stat(self) -> SimpleNamespace:
+        return SimpleNamespace(st_size=self.fs.size(self.path))
+
+    def read_bytes(self) -> bytes:
+        return self.fs.cat_file(self.path)
+
+    def open(self, mode: str = "rb"):
+        return self.fs.open(self.path, mode)
+
+    def glob(self, pattern: str) -> list["FsPath"]:  # direct children only, as the reader needs
+        return [self / p.rstrip("/").rsplit("/", 1)[-1] for p in sorted(self.fs.glob(f"{self.path}/{pattern}"))]
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        return self.fs.cat_ranges([self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+
+
+def cache_path(root: str | Path | FsPath) -> Path | FsPath:
+    """A cache location: a local ``Path``, or an ``FsPath`` for an fsspec URL (``file://`` gives a Path)."""
+    if isinstance(root, (Path, FsPath)):
+        return root
+    if "://" not in str(root):
+        return Path(root)
+    fs, path = fsspec.core.url_to_fs(str(root))
+    if isinstance(fs, LocalFileSystem):
+        return Path(path)
+    return FsPath(str(root), fs)
+
+
+# safetensors dtype names -> numpy (little-endian, as the format stores them)
+_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                 "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+
+
+def _safetensors_header(path: Path | FsPath, fetch) -> tuple[dict[str, Any], int]:
+    """(header, offset of the data) of a safetensors file read through ``fetch([(start, end)])``."""
+    (n,) = struct.unpack("<Q", fetch([(0, 8)])[0])
+    try:
+        header = json.loads(fetch([(8, 8 + n)])[0])
+    except ValueError as err:
+        raise ValueError(f"shard {path} is not a safetensors file ({err}); {_REGENERATE}") from None
+    return header, 8 + n
+
+
+def _read_slot(path: Path | FsPath, header: dict[str, Any], base: int, slot: int, fetch) -> dict[str, Any]:
+    """The arrays and record entries of clip ``slot`` of a shard, fetching only its tensors' bytes."""
+    prefix = f"{slot}/"
+    names = [k for k in header if k.startswith(prefix)]
+    blobs = fetch([(base + header[k]["data_offsets"][0], base + header[k]["data_offsets"][1]) for k in names])
+    d: dict[str, Any] = {}
+    for k, blob in zip(names, blobs):
+        dtype = _NUMPY_DTYPES.get(header[k]["dtype"])
+        if dtype is None:
+            raise ValueError(f"shard {path} stores {k} as {header[k]['dtype']}, which lyra's caches never hold; "
+                             f"{_REGENERATE}")
+        d[k[len(prefix):]] = np.frombuffer(blob, dtype=dtype).reshape(header[k]["shape"]).copy()
+    entry = json.loads(header["__metadata__"]["clips"])[slot]
+    d.update({k: entry[k] for k in RECORD_KEYS})
+    return d
 
 
 def shard_name(first_index: int) -> str:
@@ -62,7 +165,7 @@ def _load_json(path: Path, fix: str) -> Any:
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    path = Path(root) / MANIFEST
+    path = cache_path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a lyra clip cache; write one with "
                                 "`lightning predict --config configs/generate.yaml` (ClipWriter callback)")
@@ -119,14 +222,14 @@ def check_record(rec: Any, path: Path) -> dict[str, Any]:
 
 def read_records(root: str | Path) -> list[dict[str, Any]]:
     """Records of every completed shard, checked (``check_record``), sorted by first clip index."""
-    paths = sorted((Path(root) / SHARDS).glob("clips-*.json"))
+    paths = sorted((cache_path(root) / SHARDS).glob("clips-*.json"), key=str)
     recs = [check_record(_load_json(p, f"delete it and its shard {p.with_suffix('.safetensors').name} and "
                                        f"{_REGENERATE}"), p) for p in paths]
     return sorted(recs, key=lambda r: r["indices"][0])
 
 
 def record_path(root: str | Path, rec: dict[str, Any]) -> Path:
-    return (Path(root) / SHARDS / rec["file"]).with_suffix(".json")
+    return (cache_path(root) / SHARDS / rec["file"]).with_suffix(".json")
 
 
 def check_identity(root: str | Path, records: Iterable[dict[str, Any]], config: dict[str, Any]) -> None:
@@ -141,7 +244,7 @@ def check_identity(root: str | Path, records: Iterable[dict[str, Any]], config: 
 
 def sha256_file(path: Path, progress: tqdm | None = None) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
             if progress is not None:
@@ -151,7 +254,7 @@ def sha256_file(path: Path, progress: tqdm | None = None) -> str:
 
 def shard_problem(root: str | Path, rec: dict[str, Any], progress: tqdm | None = None) -> str | None:
     """None when the record's shard is present with its recorded size and sha256, else what is wrong."""
-    path = Path(root) / SHARDS / rec["file"]
+    path = cache_path(root) / SHARDS / rec["file"]
     if not path.is_file():
         return "missing"
     size = path.stat().st_size
@@ -366,7 +469,7 @@ class ShardReader:
     """Random access to a clip cache by clip index; verifies each shard's sha256 on first use."""
 
     def __init__(self, root: str | Path, allow_incomplete: bool = False, verify: bool = True) -> None:
-        self.root, self.verify = Path(root), verify
+        self.root, self.verify = cache_path(root), verify
         self.manifest = read_manifest(self.root)
         records = read_records(self.root)  # records, not the manifest, say what is done
         check_identity(self.root, records, self.manifest["config"])
@@ -383,6 +486,7 @@ class ShardReader:
                                         "generate command to regenerate them")
         self.indices: list[int] = sorted(self.where)
         self._verified: set[str] = set()
+        self._headers: dict[str, tuple[dict[str, Any], int]] = {}  # remote shards: safetensors headers
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -396,13 +500,13 @@ class ShardReader:
     def shard_path(self, index: int) -> Path:
         return self.root / SHARDS / self.where[index][0]["file"]
 
-    def _open(self, rec: dict[str, Any]) -> Path:
+    def _open(self, rec: dict[str, Any], blob: bytes | None = None) -> Path | FsPath:
         path = self.root / SHARDS / rec["file"]
-        if not path.is_file():
+        if blob is None and not path.is_file():
             raise FileNotFoundError(f"shard {path} listed in {self.root / MANIFEST} is missing; restore it or "
                                     "regenerate: delete its .json record and rerun the generate command")
         if self.verify and rec["file"] not in self._verified:
-            digest = sha256_file(path)
+            digest = sha256_file(path) if blob is None else hashlib.sha256(blob).hexdigest()
             if digest != rec["sha256"]:
                 raise ValueError(f"shard {path} is corrupt (checksum mismatch: sha256 {digest} != {rec['sha256']} in "
                                  f"its record, clips {rec['indices']}); run `lyra cache verify {self.root}` to list "
@@ -411,11 +515,27 @@ class ShardReader:
             self._verified.add(rec["file"])
         return path
 
+    def _load_remote(self, rec: dict[str, Any], slot: int) -> dict[str, Any]:
+        """A clip of a shard in object storage: the whole shard once (its sha256), then byte ranges."""
+        path = self.root / SHARDS / rec["file"]
+        if not path.is_file():
+            self._open(rec)  # names the missing shard
+        if self.verify and rec["file"] not in self._verified:
+            blob = path.read_bytes()
+            self._open(rec, blob)
+            fetch = lambda ranges: [blob[a:b] for a, b in ranges]  # noqa: E731
+            return _read_slot(path, *_safetensors_header(path, fetch), slot, fetch)
+        if rec["file"] not in self._headers:
+            self._headers[rec["file"]] = _safetensors_header(path, path.read_ranges)
+        return _read_slot(path, *self._headers[rec["file"]], slot, path.read_ranges)
+
     def load(self, index: int) -> Clip:
         if index not in self.where:
             raise KeyError(f"clip {index} is not in {self.root} ({len(self)} clips, indices "
                            f"{self.indices[0] if self.indices else '-'}..{self.indices[-1] if self.indices else '-'})")
         rec, slot = self.where[index]
+        if isinstance(self.root, FsPath):
+            return Clip.from_numpy_dict(self._load_remote(rec, slot))
         with safe_open(self._open(rec), framework="numpy") as f:
             entry = json.loads(f.metadata()["clips"])[slot]
             prefix = f"{slot}/"
