@@ -101,3 +101,28 @@ def test_two_nodes_times_two_workers_read_every_clip_once(memory_cache):
     assert sorted(seen["train"]) == list(range(TRAIN))
     assert sorted(seen["val"]) == [SPLIT_OFFSETS["val"] + i for i in range(VAL)]
 
+
+SOAK = Path(__file__).parent / "scripts" / "soak.py"
+
+
+@pytest.mark.slow
+def test_soak_200_clips_through_predict_and_fit_keeps_memory_flat(tmp_path):
+    """200 clips generated into a cache, then one pass of fit over all of them with 2 workers: every
+    clip trained on once, and resident memory after the first 10 batches ~ at the end (a leak per
+    clip or step would add up over 200). The numbers are in docs/benchmarks.md ("Soak")."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(SOAK), str(tmp_path), "200"], capture_output=True, text=True,
+                          timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(result)
+    assert result["predict"]["batches"] == 200 and ShardReader(tmp_path / "clips").indices == list(range(200))
+    fit = result["fit"]
+    assert fit["steps"] == 200 and fit["distinct_clips"] == 200 and fit["workers_max"] == 2
+    for stage in ("predict", "fit"):
+        r = result[stage]
+        for start, end in (("rss_start_mb", "rss_end_mb"), ("with_workers_start_mb", "with_workers_end_mb")):
+            assert r[end] <= 1.05 * r[start] + 30, f"{stage}: {start} {r[start]} MB -> {end} {r[end]} MB"
