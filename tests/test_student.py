@@ -276,3 +276,40 @@ def test_skip_init_fits_the_colour_readout_before_the_first_step():
     assert after < 0.5 * before, (before, after)
     with pytest.raises(ValueError, match="latent_skip"):
         tiny_decoder().fit_latent_skip(clip.latents, clip.rgb)
+
+
+def test_dynamic_gaussian_depth_counts_only_source_frames_shot_at_the_target_time():
+    module = tiny_student(dynamic=True, lpips=False)
+    module.loss = RenderingLoss(gaussian_depth_weight=1.0)
+    batch = synthetic_batch(dynamic=True)  # source times 0, .25, .5, .75, 1; targets at frames 0, 2, 4
+    batch.src_depth = torch.full((1, 2, 5, 32, 32), 3.0)
+    aligned, target = module._gaussian_depth_pairs(module(batch), batch)
+    M = 2 * 3  # two views x three target frames, one Gaussian set each
+    assert aligned.shape == target.shape == (1, M, 2, 5, 4, 4)
+    times = batch.time.reshape(-1).tolist()
+    for m, t in enumerate(times):
+        shot_then = [f for f in range(5) if abs(f / 4 - t) < 1e-6]
+        assert (target[0, m, :, shot_then] == 3.0).all()
+        others = [f for f in range(5) if f not in shot_then]
+        assert (target[0, m, :, others] == 0).all()
+
+
+def test_downscaled_targets_keep_cameras_consistent_and_train():
+    batch = synthetic_batch()
+    small = batch.downscale_targets(2)
+    assert small.rgb.shape == (1, 2, 3, 16, 16, 3) and small.depth.shape == (1, 2, 3, 16, 16)
+    torch.testing.assert_close(small.K[..., 0, 0], batch.K[..., 0, 0] / 2)
+    torch.testing.assert_close(small.rgb, torch.nn.functional.avg_pool2d(
+        batch.rgb.reshape(-1, 32, 32, 3).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).reshape(small.rgb.shape))
+    assert small.latents is batch.latents and small.src_K is batch.src_K
+    module = tiny_student(lpips=False)
+    g = module(batch)
+    full, half = module.render_targets(g, batch), module.render_targets(g, small)
+    down = torch.nn.functional.avg_pool2d(full.rgb.reshape(-1, 32, 32, 3).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+    assert (half.rgb.reshape(down.shape) - down).abs().mean() < 0.05  # the same scene at half size
+    with pytest.raises(ValueError, match="cannot be downscaled"):
+        batch.downscale_targets(3)
+    module = tiny_student(lpips=False, train_downscale=2)
+    t = trainer(max_steps=2)
+    t.fit(module, train_dataloaders=loader(2))
+    assert "train/mse" in t.logged_metrics

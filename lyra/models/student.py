@@ -57,6 +57,9 @@ class StudentModule(L.LightningModule):
         skip_init_clips: before the first step of a new run, fit the decoder's latent skip (colour
             readout) by least squares on this many training clips (``fit_latent_skip``; needs
             ``latent_skip=True``; 0: off). Not with a sharded decoder.
+        train_downscale: render and compare training targets this many times smaller (images
+            area-averaged, ``ClipBatch.downscale_targets``): a cheaper step, as the paper's low-
+            resolution curriculum stages; validation and test stay at full size.
         evaluation: the test report's settings (metrics, baselines; docs/evaluation.md).
         export_ply: write test scenes as PLY (one per target time for dynamic decoders).
         orbit_frames: frames of the validation orbit video (0: none).
@@ -77,6 +80,7 @@ class StudentModule(L.LightningModule):
         init_from: str | None = None,
         gradient_checkpointing: bool = False,
         skip_init_clips: int = 0,
+        train_downscale: int = 1,
         evaluation: EvalConfig | None = None,
         export_ply: bool = False,
         orbit_frames: int = 16,
@@ -131,10 +135,9 @@ class StudentModule(L.LightningModule):
         B, V, F = batch.rgb.shape[:3]
         depth = batch.depth.reshape(B, V * F, *batch.depth.shape[-2:]) if batch.depth is not None else None
         aligned = aligned_target = None
-        if (self.loss.weights["gaussian_depth"] > 0 and batch.src_depth is not None and not self.decoder.is_dynamic
+        if (self.loss.weights["gaussian_depth"] > 0 and batch.src_depth is not None
                 and self.hparams.prune_keep is None):  # pruned Gaussians no longer lie on a grid
-            aligned = self.decoder.gaussian_depths(g, batch.src_c2w, batch.src_depth.shape[-2:])
-            aligned_target = self.decoder.grid_depth(batch.src_depth)
+            aligned, aligned_target = self._gaussian_depth_pairs(g, batch)
         out = self.loss(r.rgb, batch.rgb.reshape(r.rgb.shape), r.depth, depth, r.alpha, g.opacities,
                         depth_is_metric=batch.depth_is_metric, gaussian_depth=aligned,
                         gaussian_depth_target=aligned_target)
@@ -147,8 +150,22 @@ class StudentModule(L.LightningModule):
             self.log(f"{stage}/{k}", v, batch_size=bs, sync_dist=stage != "train")
         return out, r, g
 
+    def _gaussian_depth_pairs(self, g: Gaussians, batch: ClipBatch) -> tuple[Tensor, Tensor]:
+        """Each Gaussian's depth in its source frame and the clip's depth there ([B, (M,) V, F, gh, gw]).
+        For a dynamic decoder, a target time's Gaussians are compared only in the source frames
+        shot at that time (elsewhere the scene may have moved): other frames get target 0 (unknown)."""
+        aligned = self.decoder.gaussian_depths(g, batch.src_c2w, batch.src_depth.shape[-2:])
+        target = self.decoder.grid_depth(batch.src_depth)
+        if self.decoder.is_dynamic:
+            B = batch.batch_size
+            frames = self.decoder.gaussian_frame_indices(batch.src_time.shape[2]).to(batch.src_time.device)
+            src_t = batch.src_time[:, :, frames]  # [B, V, F]
+            same = (src_t[:, None] - batch.time.reshape(B, -1)[:, :, None, None]).abs() < 1e-6  # [B, M, V, F]
+            target = torch.where(same[..., None, None], target[:, None], torch.zeros_like(target[:, None]))
+        return aligned, target
+
     def training_step(self, batch: ClipBatch, batch_idx: int) -> Tensor:
-        out, _, g = self._step(batch, "train")
+        out, _, g = self._step(batch.downscale_targets(self.hparams.train_downscale), "train")
         self.log("train/num_gaussians", float(g.num_gaussians), batch_size=batch.batch_size)
         return out.total
 
