@@ -150,6 +150,19 @@ def _read_slot(path: Path | FsPath, header: dict[str, Any], base: int, slot: int
     return d
 
 
+def _stable_header(blob: bytes) -> bytes:
+    """safetensors writes ``__metadata__`` from a hash map, in an order that changes from call to call;
+    rewrite the header with sorted metadata keys so the same clips always give the same bytes (and
+    sha256) — a regenerated shard must match its first write."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
 def shard_name(first_index: int) -> str:
     return f"clips-{first_index:010d}.safetensors"
 
@@ -431,8 +444,8 @@ class ShardWriter:
         for slot, d in enumerate(records):
             arrays.update({f"{slot}/{k}": np.ascontiguousarray(v) for k, v in d.items() if isinstance(v, np.ndarray)})
             entries.append({"index": d["meta"]["index"], **{k: d[k] for k in RECORD_KEYS}})
-        blob = safetensors.numpy.save(arrays, metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
-                                                        "clips": json.dumps(entries)})
+        blob = _stable_header(safetensors.numpy.save(arrays, metadata={
+            "format": FORMAT, "version": str(FORMAT_VERSION), "clips": json.dumps(entries)}))
         name = shard_name(entries[0]["index"])
         with atomic_path(self.shard_dir / name) as tmp:
             tmp.write_bytes(blob)

@@ -292,9 +292,15 @@ class StudentModule(L.LightningModule):
         where = self._checkpoint_name()
         fix = ("use the config the checkpoint was trained with, or start a new run from its weights with "
                "--model.init_args.init_from")
-        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-            raise ValueError(f"{where} is not a Lightning checkpoint of a StudentModule (it has no state_dict)")
-        state = checkpoint["state_dict"]
+        if not isinstance(checkpoint, dict):
+            raise ValueError(f"{where} is not a Lightning checkpoint of a StudentModule (it is not a dict)")
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict):
+            if not self._strategy_loads_weights():
+                raise ValueError(f"{where} is not a Lightning checkpoint of a StudentModule (it has no state_dict)")
+            # ModelParallelStrategy (FSDP2) has already loaded the weights into the sharded model and
+            # taken them out of the dict: check them where they now are.
+            state = dict(self.named_parameters())
         saved = checkpoint.get("lyra_decoder", {}).get("class")
         if saved is None and any(k.startswith("decoder.") for k in state):  # written without lyra's record
             timed = any(k.startswith(tuple(f"decoder.{p}" for p in TIME_EMBEDDINGS)) for k in state)
@@ -316,6 +322,11 @@ class StudentModule(L.LightningModule):
             raise ValueError(f"{where} holds non-finite weights ({bad[0]} contains {bad[1]}); resume from an earlier "
                              "checkpoint of the run (its checkpoints/ folder), or start a new run")
         self._check_optimizer_state(checkpoint, where)
+
+    def _strategy_loads_weights(self) -> bool:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
 
     def _check_optimizer_state(self, checkpoint: dict[str, Any], where: str) -> None:
         """On resume, the saved optimizer state must be finite and fit this model's parameters (torch
