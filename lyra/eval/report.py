@@ -11,6 +11,9 @@ Per test sample (one scene, one held-out trajectory; see :mod:`lyra.eval.protoco
 - ``codec``: the teacher's own decoding vs ground truth on the truth frames (the ceiling);
 - ``per_scene`` (opt-in, slow): Gaussians fitted to the source views, scored like the student.
 
+With ``clip_model`` and ``clip_weights`` set, samples with a caption also get ``student/clip/score``:
+the CLIP score (:mod:`lyra.metrics.clip_score`) of the caption against every rendered target frame.
+
 ``EvalReport`` collects records, gathers them across ranks and writes ``scenes.json``,
 ``summary.json`` and ``summary.md``; ``lightning test`` and the benchmarks both use it.
 """
@@ -18,6 +21,7 @@ Per test sample (one scene, one held-out trajectory; see :mod:`lyra.eval.protoco
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from lyra.eval.baselines import BASELINES, SceneFitConfig, nearest_frame, timed_fit
+from lyra.metrics.clip_score import CLIPScore
 from lyra.metrics.image import ImageMetrics
 from lyra.render.renderer import GaussianRenderer
 from lyra.utils.atomic import atomic_write_text
@@ -36,6 +41,8 @@ if TYPE_CHECKING:  # lyra.data imports lyra.eval (the test split): annotations o
 
 METRICS = ("psnr", "ssim", "lpips")
 METHODS = ("student", "per_scene", "nearest", "codec")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,11 +54,21 @@ class EvalConfig:
         baselines: which of ``nearest``, ``codec``, ``per_scene`` to score beside the student
             (``per_scene`` fits every test scene with Adam: slow).
         scene_fit: settings of the per-scene baseline.
+        clip_model: open_clip architecture (e.g. ``"ViT-B-32"``) of the CLIP score between each
+            sample's caption and its renders (``student/clip/score``); needs ``clip_weights``.
+        clip_weights: local checkpoint file of ``clip_model`` (nothing is downloaded); unset, the
+            CLIP score is skipped (one message when the clips carry captions).
+        clip_pretrained_tag: the open_clip pretrained tag those weights come from (e.g.
+            ``"laion2b_s34b_b79k"``), read for its image preprocessing only; needed only where the
+            architecture's published weights disagree on it (an error says so).
     """
 
     lpips_net: Literal["vgg", "alex"] = "vgg"
     baselines: Sequence[str] = ("nearest", "codec")
     scene_fit: SceneFitConfig = field(default_factory=SceneFitConfig)
+    clip_model: str | None = None
+    clip_weights: str | None = None
+    clip_pretrained_tag: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.scene_fit, dict):
@@ -59,6 +76,9 @@ class EvalConfig:
         unknown = sorted(set(self.baselines) - set(BASELINES))
         if unknown:
             raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+        if self.clip_weights is not None and not self.clip_model:
+            raise ValueError(f"evaluation.clip_weights is set ({self.clip_weights}) but evaluation.clip_model is not; "
+                             "set clip_model to the open_clip architecture of those weights (e.g. ViT-B-32)")
 
 
 class EvalReport(nn.Module):
@@ -69,6 +89,24 @@ class EvalReport(nn.Module):
         self.fit_renderer = GaussianRenderer(backend="auto", render_mode="RGB")
         self.records: list[dict] = []
         self._baseline_cache: dict[tuple, dict] = {}
+        # Built (and its weights file checked) here, before any evaluation work.
+        self.clip: CLIPScore | None = None
+        if self.config.clip_weights is not None:
+            self.clip = CLIPScore(self.config.clip_model, self.config.clip_weights, self.config.clip_pretrained_tag)
+        self._clip_skip_noted = False
+
+    def _note_clip_skipped(self) -> None:
+        """Say once per report (on rank 0) that captions are there but the CLIP score is off."""
+        if self._clip_skip_noted:
+            return
+        self._clip_skip_noted = True
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        what = "evaluation.clip_weights" if self.config.clip_model else "evaluation.clip_model and evaluation.clip_weights"
+        log.warning("CLIP score skipped: the test clips carry captions but no CLIP weights are configured. To score "
+                    "renders against their prompts, set %s (model.init_args.evaluation in the config): an open_clip "
+                    "architecture such as ViT-B-32 and a local checkpoint file of it (docs/evaluation.md, 'Prompts').",
+                    what)
 
     def _scores(self, pred: Tensor, ref: Tensor) -> dict[str, float]:  # [F, H, W, 3] -> frame means
         return {k: float(v.mean()) for k, v in self.metrics(pred, ref).items()}
@@ -98,6 +136,11 @@ class EvalReport(nn.Module):
                 if batch.gt_rgb is not None:
                     student["truth"] = self._scores(rgb[b, v, truth], batch.gt_rgb[b, v, truth])
                 rec.update(self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"]))
+            if (rec["caption"] or "").strip():
+                if self.clip is not None:  # the prompt against every rendered target frame
+                    student["clip"] = {"score": float(self.clip(rgb[b].flatten(0, 1), rec["caption"]).mean())}
+                else:
+                    self._note_clip_skipped()
             rec["student"] = student
             new.append(rec)
         self.records.extend(new)
@@ -199,6 +242,11 @@ def format_table(summary: dict[str, float]) -> str:
             x = summary.get(f"{method}/{comp}/psnr")
             cells.append("-" if x is None else f"{x:.2f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if "student/clip/score" in summary:
+        per_held = "".join(f", {h} {summary[f'student/clip/score@{h}']:.2f}" for h in held
+                           if f"student/clip/score@{h}" in summary)
+        lines.append(f"\nCLIP score, caption vs student renders (100 x max(cos, 0), samples with a caption): "
+                     f"{summary['student/clip/score']:.2f}{per_held}")
     lines.append(f"\n{int(summary['num_scenes'])} scenes, {int(summary['num_samples'])} samples "
                  "(scene x held-out trajectory); protocol: docs/evaluation.md")
     return "\n".join(lines) + "\n"
