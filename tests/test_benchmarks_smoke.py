@@ -42,3 +42,15 @@ def test_decoder_scaling_smoke_doubles_tokens_with_views():
     assert rows[1]["tokens"] == 2 * rows[0]["tokens"] and rows[1]["gaussians"] == 2 * rows[0]["gaussians"]
     assert all(r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 and r["fwd_bwd_peak_gb"] >= 0 for r in rows)
     assert "fwd+bwd s" in text
+
+
+def test_layout_ceiling_smoke_fits_one_layout_and_scores_it_beside_the_baselines():
+    res, text = _run("layout_ceiling.py", "--strides", "16", "--frame-strides", "4", "--scenes", "1", "--steps", "2",
+                     "--heldout", "up", "--size", "64", "--threads", "1")
+    rows = {r["layout"]: r for r in res["rows"]}
+    assert set(rows) == {"nearest", "codec", "fs4_s16"}
+    fit = rows["fs4_s16"]
+    assert fit["gaussians"] == 5 * 5 * (64 // 16) ** 2  # 5 source views x frames 0, 4, .., 16 x 4 x 4 blocks
+    assert all(math.isfinite(r["psnr"]) and 0 < r["psnr"] < 100 for r in rows.values())
+    assert rows["codec"]["psnr"] > fit["psnr"]  # two Adam steps stay far below the teacher's own decoding
+    assert "up/fs4_s16" in res["summary"] and "PSNR gt" in text
