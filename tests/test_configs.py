@@ -76,6 +76,17 @@ def test_a_linked_codec_setting_follows_the_codec(in_tmp):
     assert cli.model.decoder.config.latent_channels == 48
 
 
+def test_benchmark_overlays_build_on_the_static_config(in_tmp):
+    # benchmarks/configs/ keeps earlier defaults runnable for before/after figures (docs/benchmarks.md)
+    for path in sorted((ROOT / "benchmarks" / "configs").glob("*.yaml")):
+        cli = build("--config", str(CONFIGS / "static.yaml"), "--config", str(path), *configs("stages/cpu_tiny.yaml"))
+        assert isinstance(cli.model, StudentModule), path
+    cli = build(*configs("static.yaml"), "--config", str(ROOT / "benchmarks/configs/cpu_default_2026-11-25.yaml"))
+    cfg = cli.model.decoder.config
+    assert (cfg.density, cfg.gaussian_frames, cfg.latent_skip) == (1, "all", False)
+    assert cli.datamodule.targets == "source" and cli.model.renderer.backend == "torch"
+
+
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("base", CPU)
 def test_every_stage_stacks_on_the_cpu_configs(base, stage, in_tmp):
