@@ -373,3 +373,30 @@ def test_input_checks_read_the_device_once(monkeypatch):
     assert rz.rasterization(**args) == "rendered"
     assert len(reads) == 1, reads
     assert rz.rasterization(**nearly) == "rendered"
+
+
+@pytest.mark.parametrize("per_view", [False, True])
+def test_renderer_camera_chunks_equal_one_call_with_gradients(per_view):
+    from lyra.render import Gaussians, GaussianRenderer
+
+    M = 5  # cameras per scene; chunks of 2 leave a short last chunk
+    fields = [torch.stack(t) for t in zip(*[random_scene(150, seed=s) for s in (3, 4)])]  # B = 2
+    if per_view:  # one Gaussian set per camera: [B, M, N]
+        fields = [t[:, None].expand(-1, M, *t.shape[1:]).clone() for t in fields]
+    vm = torch.stack([rotated_cameras(M, 24, 20, seed=s)[0] for s in (5, 6)])
+    K = torch.stack([rotated_cameras(M, 24, 20, seed=s)[1] for s in (5, 6)])
+    c2w = torch.linalg.inv(vm)
+    outs = []
+    for chunk in (M, 2):
+        leaves = [t.clone().requires_grad_(True) for t in fields]
+        g = Gaussians(*leaves)
+        r = GaussianRenderer(background=(0.2, 0.3, 0.4), backend="torch", camera_chunk=chunk)(g, c2w, K, 20, 24)
+        (r.rgb.square().sum() + r.depth.sum() + r.alpha.sum()).backward()
+        outs.append((r.rgb, r.depth, r.alpha, [t.grad for t in leaves]))
+    (rgb, depth, alpha, grads), (rgb2, depth2, alpha2, grads2) = outs
+    assert rgb.shape == (2, M, 20, 24, 3) and alpha.mean() > 0.05
+    torch.testing.assert_close(rgb2, rgb)
+    torch.testing.assert_close(depth2, depth)
+    torch.testing.assert_close(alpha2, alpha)
+    for a, b in zip(grads, grads2):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)

@@ -1,6 +1,6 @@
 """Clips (the data contract), video codecs, procedural worlds, generators, shards, DataModules.
 
-The data contract (shapes, units, what 0 depth means): docs/data_contract.md.
+The data contract (shapes, units, what 0 depth means): docs/conventions.md ("The data contract").
 """
 
 from lyra.data.clip import Clip, ClipBatch
