@@ -249,3 +249,33 @@ def test_fit_then_test_runs_on_cpu(name, in_tmp):
           "--trainer.default_root_dir", str(in_tmp / "out2")])
     assert list((in_tmp / "out2").rglob("summary.json"))
     assert torch.load(ckpts[0], weights_only=True)["state_dict"], "checkpoints load without unpickling objects"
+
+
+def test_fit_from_a_cache_stops_at_a_corrupt_shard_naming_it(tmp_path, in_tmp):
+    """A bit flipped after the cache was written (same size) stops training before that shard's
+    clip reaches a step, with the shard's path and the repair command."""
+    cache = tmp_path / "cache"
+    teacher = TeacherModule(ProceduralGenerator(seed=0, num_views=2, num_objects=(2, 3)), DCTCodec(latent_channels=24),
+                            num_frames=5, height=32, width=32)
+    writer = ShardWriter(cache, clips_per_shard=1)
+    writer.prepare(teacher.describe(), range(2))
+    writer.add([teacher.make_clip(i) for i in range(2)])
+    writer.finish()
+    bad = cache / "shards" / "clips-0000000001.safetensors"
+    blob = bytearray(bad.read_bytes())
+    blob[-100] ^= 0x01  # inside a tensor: the header still parses
+    bad.write_bytes(bytes(blob))
+    cli = build(*configs("gpu/static_reference.yaml"), *ON_CPU, *SMALL_BODY, "--data.init_args.shard_dir", str(cache),
+                "--clip.num_frames", "5", "--clip.height", "32", "--clip.width", "32",
+                "--data.init_args.num_val_clips", "0", "--data.init_args.num_workers", "0",
+                "--data.init_args.num_views", "2", "--data.init_args.target_frames", "1",
+                "--data.init_args.num_train_clips", "2",
+                "--model.init_args.decoder.init_args.body.num_layers", "2",
+                "--model.init_args.decoder.init_args.body.pattern", "MA",
+                "--model.init_args.loss.init_args.lpips_weight", "0",
+                "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0",
+                "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false",
+                "--trainer.enable_progress_bar", "false")
+    with pytest.raises(ValueError, match=rf"{bad.name}.*checksum mismatch.*lyra cache verify"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step <= 1  # clip 0 may train first; clip 1 never does
