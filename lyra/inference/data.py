@@ -12,10 +12,6 @@ temporary folder renamed at the end.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -157,8 +153,8 @@ class SceneWriter(BasePredictionWriter):
         self._t0 = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        from lyra.inference.outputs import write_scene, write_views
-        from lyra.inference.pipeline import BACKGROUNDS, FORMAT, _finish
+        from lyra.inference.outputs import staged_folder, write_meta, write_scene, write_views
+        from lyra.inference.pipeline import BACKGROUNDS, FORMAT
 
         decode_seconds = round(time.perf_counter() - self._t0, 3)
         g_all, target = prediction["gaussians"], prediction["target_time"]
@@ -167,11 +163,8 @@ class SceneWriter(BasePredictionWriter):
             clip = batch_clip(batch, b)
             meta_in = clip.meta
             out = self.folder(meta_in)
-            tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
             log = StageLog(pl_module.device)
-            try:
+            with staged_folder(out) as tmp:
                 g = g_all[b]
                 times = [float(t) for t in target[b].tolist()] if dynamic else None
                 with log.stage("export"):
@@ -193,13 +186,6 @@ class SceneWriter(BasePredictionWriter):
                              "width": clip.image_size[1], "trajectories": views["view_names"], "caption": clip.caption},
                     "scene": scene, "times": times, "num_gaussians": int(g.num_gaussians),
                     "fidelity_psnr": views["fidelity_psnr"], "device": str(pl_module.device), "timings": stages,
-                    "peak_memory": {"cpu_peak_rss_mb": summary["cpu_peak_rss_mb"],
-                                    "cuda_peak_allocated_mb": summary["cuda_peak_allocated_mb"]},
-                    "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
                 }
-                (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-                _finish(tmp, out)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+                write_meta(tmp, meta, summary)
             print(f"wrote {out}/ ({scene}, {g.num_gaussians} Gaussians" + (f" x {len(times)} times)" if dynamic else ")"))

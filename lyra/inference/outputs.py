@@ -14,9 +14,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +35,37 @@ from lyra.render.formats import save_dynamic_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import save_ply
 from lyra.viz.video import to_uint8, write_png, write_video
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield a hidden sibling ``.NAME.partial-PID`` to write into; it becomes ``out`` only when the
+    block completes (an existing ``out``, with --overwrite, is removed only then) and is deleted if
+    the block fails, so no half-written folder ever looks finished."""
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def write_meta(folder: Path, meta: dict[str, Any], summary: dict[str, Any]) -> None:
+    """``meta.json``: ``meta`` plus the peak memory of ``summary`` (a ``StageLog.summary()``) and versions."""
+    meta = {**meta,
+            "peak_memory": {"cpu_peak_rss_mb": summary["cpu_peak_rss_mb"],
+                            "cuda_peak_allocated_mb": summary["cuda_peak_allocated_mb"]},
+            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]}}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
 
 
 def scene_sets(

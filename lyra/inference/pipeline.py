@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,12 +200,10 @@ def generate(o: GenerateOptions) -> Path:
     build_teacher, codec_desc = _teacher_builder(o, kind, decoder, info, T, H, W, fov, dynamic, device, cam_args)
 
     # ---- 2-5. the work, in a hidden folder renamed at the end ----
+    from lyra.inference.outputs import staged_folder, write_meta
+
     log = StageLog(device)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out) as tmp:
         if not o.offload:
             decoder.to(device)
         with log.stage("teacher"):
@@ -273,15 +268,8 @@ def generate(o: GenerateOptions) -> Path:
             "device": str(device),
             "timings": summary["stages"],
             "total_seconds": summary["total_seconds"],
-            "peak_memory": {"cpu_peak_rss_mb": summary["cpu_peak_rss_mb"],
-                            "cuda_peak_allocated_mb": summary["cuda_peak_allocated_mb"]},
-            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        _finish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_meta(tmp, meta, summary)
     print(f"wrote {out}/ ({scene_name}: {g.num_gaussians} Gaussians" + (f" x {len(times)} times" if dynamic else "")
           + f"; orbit.mp4, inputs.mp4, inputs.png, cameras/, meta.json)")
     print(log.report())
@@ -299,17 +287,6 @@ def _trained_trajectories(train: dict) -> list[str] | None:
     if isinstance(train.get("num_views"), int) and 1 <= train["num_views"] <= len(LYRA_TRAJECTORIES):
         return list(LYRA_TRAJECTORIES[:train["num_views"]])
     return None
-
-
-def _finish(tmp: Path, out: Path) -> None:
-    """Rename the finished folder into place (an old one, with --overwrite, is removed only now)."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _rescale(g, s: float):
