@@ -291,7 +291,10 @@ def _cmd_view(args: argparse.Namespace) -> None:
         from lyra.viewer import view_scene
     except ImportError as err:
         raise ValueError(f"lyra view needs viser ({err}); install it with pip install 'lyra[viewer]'") from None
-    view_scene(args.scene, host=args.host, port=args.port, path_out=args.path_out, path_size=args.path_size)
+    try:
+        view_scene(args.scene, host=args.host, port=args.port, path_out=args.path_out, path_size=args.path_size)
+    except KeyboardInterrupt:  # Ctrl-C while the viewer was still starting: it has stopped; a normal exit
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:

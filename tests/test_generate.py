@@ -44,6 +44,9 @@ BODY = ["--model.init_args.decoder.init_args.body.width", "32", "--model.init_ar
         "--model.init_args.decoder.init_args.body.attn_headdim", "16", "--model.init_args.decoder.init_args.body.chunk_size",
         "8", "--model.init_args.decoder.init_args.latent_channels", str(C)]
 TINY_CLIP = ["--clip.num_frames", "5", "--clip.height", "32", "--clip.width", "32"]
+# The Gaussian layout of conftest.tiny_decoder (the paper's), where the CPU configs use another.
+PAPER_LAYOUT = ["--model.init_args.decoder.init_args.density", "1", "--model.init_args.decoder.init_args.gaussian_frames",
+                "all", "--model.init_args.decoder.init_args.latent_skip", "false"]
 FAST = ["--quiet", "--orbit-frames", "4"]
 
 
@@ -320,7 +323,8 @@ def test_generate_procedural_with_the_trained_decoder(trained_run, tmp_path, cap
     assert times == meta["times"] and [f.name for f in files] == [f"t{i:03d}.ply" for i in range(5)]
     ply = PlyData.read(str(files[2]))
     assert [p.name for p in ply["vertex"].properties] == STANDARD_PLY
-    assert ply["vertex"].count == 3 * 5 * 4 * 4 == meta["num_gaussians"]
+    # configs/dynamic.yaml's layout: 3 views x 2 latent frames x 4 x 4 latent pixels x 2 x 2 Gaussians each
+    assert ply["vertex"].count == 3 * 2 * 4 * 4 * 2 * 2 == meta["num_gaussians"]
     # videos, sheet, camera paths
     assert iio.imread(out / "orbit.mp4").shape == (4, 32, 32, 3)
     assert iio.imread(out / "inputs.mp4").shape == (5, 3 * 32, 2 * 32, 3)  # rows: views; teacher | render
@@ -498,7 +502,7 @@ def test_infer_configs_build(name, capsys):
 def test_lightning_predict_video_config(models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     video, cams, _ = _video_inputs(tmp_path, depth=False)
-    lightning_main(["predict", "--config", str(CONFIGS / "infer" / "video.yaml"), *TINY_CLIP, *BODY,
+    lightning_main(["predict", "--config", str(CONFIGS / "infer" / "video.yaml"), *TINY_CLIP, *BODY, *PAPER_LAYOUT,
                     "--data.init_args.teacher.init_args.codec.init_args.latent_channels", str(C),
                     "--data.init_args.teacher.init_args.generator.init_args.video", str(video),
                     "--data.init_args.teacher.init_args.generator.init_args.cameras", str(cams),

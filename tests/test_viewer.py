@@ -410,3 +410,40 @@ def test_time_slider_swaps_frames_of_a_dynamic_folder(browser, scene, tmp_path):
         assert seen == {0, 1}, "playback did not step through the frames"
     finally:
         viewer.stop()
+
+
+def _wait_closed(port: int, seconds: float = 10.0) -> bool:
+    deadline = time.time() + seconds
+    while listening_addresses(port) and time.time() < deadline:
+        time.sleep(0.1)
+    return not listening_addresses(port)
+
+
+def test_ctrl_c_while_starting_stops_the_server(monkeypatch, capsys):
+    # The port listens before the scene and GUI are set up: a Ctrl-C then must not leave the
+    # server's threads running (the process would hang at exit).
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    port = free_port()
+    with monkeypatch.context() as m:
+        m.setattr(SceneViewer, "_build_gui", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            SceneViewer([demo_scene(300)], port=port, verbose=False)
+    assert _wait_closed(port)
+    # ... and between setup and serving: `lyra view` stops the server and exits normally
+    port = free_port()
+    with monkeypatch.context() as m:
+        m.setattr(SceneViewer, "serve_forever", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            view_scene(demo_scene_file := _demo_file(), port=port, verbose=False)
+        assert _wait_closed(port)
+        port = free_port()
+        assert main(["view", str(demo_scene_file), "--port", str(port)]) in (None, 0)
+    assert _wait_closed(port)
+
+
+def _demo_file() -> Path:
+    path = Path(tempfile.mkdtemp()) / "scene.splat"
+    save_scene(path, demo_scene(300))
+    return path

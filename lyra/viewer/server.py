@@ -145,13 +145,17 @@ class SceneViewer:
         self._playing = False
         self.frame = 0
 
-        self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
-        self.server.scene.set_up_direction(WORLD_UP)
-        self._splats = self.server.scene.add_gaussian_splats("/scene", **self._arrays[0])
-        self._place_initial_camera(frames[0])
-        self._radius = self._scene_radius(frames[0])
-        self._build_gui(str(path_out), fps)
         self._player: threading.Thread | None = None
+        self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
+        try:  # the server threads run from here on: a Ctrl-C (or error) during setup must stop them
+            self.server.scene.set_up_direction(WORLD_UP)
+            self._splats = self.server.scene.add_gaussian_splats("/scene", **self._arrays[0])
+            self._place_initial_camera(frames[0])
+            self._radius = self._scene_radius(frames[0])
+            self._build_gui(str(path_out), fps)
+        except BaseException:
+            self.server.stop()
+            raise
         if len(self._arrays) > 1:
             self._player = threading.Thread(target=self._play_loop, name="lyra-view-player", daemon=True)
             self._player.start()
@@ -351,9 +355,13 @@ def view_scene(
     """
     frames, times = load_viewable(path)
     viewer = SceneViewer(frames, times, host=host, port=port, path_out=path_out, path_size=path_size, verbose=verbose)
-    if verbose:
-        kind = f"{len(frames)} time steps" if times is not None else f"{frames[0].num_gaussians} Gaussians"
-        print(f"lyra view: {path} ({kind}) at {viewer.url} ; Ctrl-C to stop", flush=True)
-    if block:
-        viewer.serve_forever()
+    try:
+        if verbose:
+            kind = f"{len(frames)} time steps" if times is not None else f"{frames[0].num_gaussians} Gaussians"
+            print(f"lyra view: {path} ({kind}) at {viewer.url} ; Ctrl-C to stop", flush=True)
+        if block:
+            viewer.serve_forever()
+    except BaseException:  # e.g. Ctrl-C before serve_forever: never leave the server threads running
+        viewer.stop()
+        raise  # lyra view treats a KeyboardInterrupt as a normal stop
     return viewer
