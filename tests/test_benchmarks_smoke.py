@@ -54,3 +54,19 @@ def test_layout_ceiling_smoke_fits_one_layout_and_scores_it_beside_the_baselines
     assert all(math.isfinite(r["psnr"]) and 0 < r["psnr"] < 100 for r in rows.values())
     assert rows["codec"]["psnr"] > fit["psnr"]  # two Adam steps stay far below the teacher's own decoding
     assert "up/fs4_s16" in res["summary"] and "PSNR gt" in text
+
+
+def test_compare_curves_tables_and_plots_two_runs(tmp_path):
+    for label, shift in (("a", 0.0), ("b", 1.5)):
+        pts = [{"minutes": m, "step": 10 * m, "student/truth/psnr@up": 15 + m + shift, "student/truth/psnr": 15 + m + shift,
+                "student/source/psnr": 18 + m, "nearest/truth/psnr@up": 21.0, "nearest/truth/psnr": 21.0,
+                "codec/truth/psnr@up": 30.0, "codec/truth/psnr": 30.0} for m in (0, 2)]
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "curve.json").write_text(json.dumps({"points": pts}))
+    out = subprocess.run([sys.executable, str(BENCH / "compare_curves.py"), f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}",
+                          "--out", str(tmp_path / "cmp.png")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in out.stdout.splitlines() if r.startswith("| b |")]
+    assert rows == ["| b | 0.0 | 0 | 16.50 | 16.50 | 18.00 |", "| b | 2.0 | 20 | 18.50 | 18.50 | 20.00 |"]
+    assert "| nearest | | | 21.00 | 21.00 | |" in out.stdout
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
