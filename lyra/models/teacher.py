@@ -25,6 +25,18 @@ from lyra.data.generators import ClipGenerator, GeneratedClip
 
 
 class TeacherModule(lightning.LightningModule):
+    """Frozen teacher: ``make_clip(index)`` generates one scene along its trajectories, encodes it
+    with the codec and decodes it again (``rgb`` is what the student matches).
+
+    Args:
+        generator: the ``ClipGenerator`` that makes the pixels or latents of a clip (procedural
+            world, GEN3C-style diffusers model, image / video sources).
+        codec: the ``VideoCodec`` whose latents the student reads (DCT, a diffusers video VAE).
+        num_frames: frames per trajectory; the codec must accept it (checked here).
+        height: frame height in pixels; the codec must accept it (checked here).
+        width: frame width in pixels; the codec must accept it (checked here).
+    """
+
     def __init__(
         self,
         generator: ClipGenerator,
