@@ -138,15 +138,20 @@ def test_lyra_view_command_defaults_and_errors(tmp_path, capsys):
 def test_lyra_view_serves_on_loopback_until_ctrl_c(tmp_path):
     save_scene(tmp_path / "scene.splat", demo_scene(300))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lyra.tools", "view", str(tmp_path / "scene.splat"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "lyra.tools", "view", str(tmp_path / "scene.splat"),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 60
         while not listening_addresses(port) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert listening_addresses(port) in ([LOOPBACK_HEX], [LOOPBACK_HEX] * 2)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps every thread on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            out, _ = proc.communicate(timeout=30)
+            pytest.fail(f"lyra view did not stop within 60 s of Ctrl-C; its threads:\n{out[-6000:]}")
     finally:
         proc.kill()
     assert proc.returncode == 0, out
