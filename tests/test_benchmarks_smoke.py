@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 BENCH = ROOT / "benchmarks"
@@ -22,6 +24,7 @@ def _run(script: str, *args: str, cwd=None) -> tuple[dict, str]:
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stdout
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_quality_smoke_trains_through_the_cli_and_writes_a_curve(tmp_path):
     res, text = _run("quality.py", "--smoke", "--out-dir", str(tmp_path))
     assert res["steps"] == 2 and len(res["curve"]) == 2  # evaluated at the start and at the end
@@ -35,6 +38,7 @@ def test_quality_smoke_trains_through_the_cli_and_writes_a_curve(tmp_path):
     assert "| student |" in text and "| nearest |" in text
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_decoder_scaling_smoke_doubles_tokens_with_views():
     res, text = _run("decoder_scaling.py", "--smoke")
     rows = res["rows"]
@@ -44,6 +48,7 @@ def test_decoder_scaling_smoke_doubles_tokens_with_views():
     assert "fwd+bwd s" in text
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_layout_ceiling_smoke_fits_one_layout_and_scores_it_beside_the_baselines():
     res, text = _run("layout_ceiling.py", "--strides", "16", "--frame-strides", "4", "--scenes", "1", "--steps", "2",
                      "--heldout", "up", "--size", "64", "--threads", "1")

@@ -214,6 +214,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     return found
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_documented_commands_name_files_that_exist(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     commands = documented_commands()
@@ -228,6 +229,7 @@ def test_documented_commands_name_files_that_exist(capsys, monkeypatch):
         capsys.readouterr()
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 @pytest.mark.parametrize("name", CPU)
 def test_fit_then_test_runs_on_cpu(name, in_tmp):
     """The shipped configs, shrunk by the cpu_tiny overlay, fit a few steps and run the test protocol."""

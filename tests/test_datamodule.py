@@ -144,6 +144,7 @@ def _rank_worker(rank: int, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_two_ranks_times_two_workers_see_each_clip_once(tmp_path):
     init = f"file://{tmp_path / 'rendezvous'}"
     mp.spawn(_rank_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)

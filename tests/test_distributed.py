@@ -24,6 +24,7 @@ def decoder_state(ckpt):
     return {k: v for k, v in ckpt["state_dict"].items() if k.startswith("decoder.")}
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_fsdp_fit_save_resume_matches_uninterrupted(tmp_path):
     full = run(tmp_path / "full", "fsdp", 4)
     part = run(tmp_path / "part", "fsdp", 2)

@@ -11,6 +11,7 @@ PACKAGES = ["lyra.render", "lyra.data", "lyra.models", "lyra.losses", "lyra.eval
             "lyra.eval.report", "lyra.eval.baselines", "lyra.callbacks", "lyra.cli", "lyra.tools", "lyra.inference"]
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_each_package_imports_first_in_a_fresh_interpreter():
     code = "import importlib, sys; importlib.import_module(sys.argv[1])"
     failed = {}

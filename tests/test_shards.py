@@ -170,6 +170,7 @@ def _config(tmp_path: Path, out: Path, delay_s: float) -> Path:
     return path
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_killed_generation_resumes_to_exactly_once(tmp_path, monkeypatch):
     (tmp_path / "slowgen.py").write_text(textwrap.dedent(SLOW_GENERATOR))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "HF_HUB_OFFLINE": "1"}
@@ -333,6 +334,7 @@ def test_a_cache_mixing_two_teachers_is_refused(tmp_path, clips):
     assert not (a / MANIFEST).exists()
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 def test_predict_on_two_processes_writes_one_cache_without_duplicates(tmp_path, monkeypatch):
     """`lightning predict` with 2 CPU processes (DDP, gloo): each rank writes the shards of its clips into
     one cache; every clip is stored once, the manifest ends complete, and the clips equal a 1-process run."""

@@ -386,6 +386,7 @@ def test_keyframe_buttons_in_the_page_save_a_camera_path(browser, static_view, s
     assert torch.allclose(path.K[0], viewer_intrinsics(fov_y, *view), rtol=1e-4)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
 @needs_chromium
 def test_time_slider_swaps_frames_of_a_dynamic_folder(browser, scene, tmp_path):
     shifted = Gaussians(scene.means + torch.tensor([0.8, 0.0, 0.0]), scene.quats, scene.scales, scene.opacities,
