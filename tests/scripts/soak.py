@@ -75,6 +75,7 @@ def main() -> None:
                  "--data.init_args.teacher", "null", "--data.init_args.num_views", "2",
                  "--data.init_args.num_train_clips", "null", "--data.init_args.num_val_clips", "0",
                  "--data.init_args.num_test_clips", "0", "--data.init_args.num_workers", "2",
+                 "--data.init_args.train_clip_reuse", "1", "--model.init_args.skip_init_clips", "0",
                  "--trainer.max_time", "null", "--trainer.max_steps", str(n), "--trainer.limit_val_batches", "0",
                  "--test_after_fit", "false",
                  "--trainer.default_root_dir", str(out / "run"), "--trainer.enable_progress_bar", "false"], out)
