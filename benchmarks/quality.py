@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                     help="also stop after this many steps (default: the config's trainer.max_steps, where its "
                          "cosine schedule ends; -1: only --minutes, needs lr_schedule constant)")
     ap.add_argument("--every", type=float, default=5.0, help="minutes of training between evaluations")
-    ap.add_argument("--heldout", nargs="+", default=["spiral", "zoom_out"], help="held-out trajectories")
+    ap.add_argument("--heldout", nargs="+", default=["spiral", "up"], help="held-out trajectories")
     ap.add_argument("--test-scenes", type=int, default=4)
     ap.add_argument("--per-scene", action="store_true", help="also fit every test scene (slow upper bound)")
     ap.add_argument("--threads", type=int, default=2)
