@@ -5,6 +5,7 @@ bit-for-bit repeats; the output folder's layout; and bad inputs refused, named, 
 with no output folder left behind."""
 
 import json
+import re
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -345,6 +346,23 @@ def test_generate_procedural_with_the_trained_decoder(trained_run, tmp_path, cap
     other = tmp_path / "other"
     _run(["generate", "--procedural", "1", "--decoder", str(trained_run), "--out", str(other), *FAST])
     assert _scene_bytes(other) != _scene_bytes(out)
+
+
+def test_generate_shows_a_progress_bar_for_each_long_stage(trained_run, tmp_path, capsys):
+    """Without --quiet every long stage of a procedural run draws a tqdm bar on stderr (bars clear
+    themselves when done); --quiet draws none."""
+    from lyra.inference.progress import set_progress
+
+    try:
+        _run(["generate", "--procedural", "0", "--decoder", str(trained_run), "--out", str(tmp_path / "loud"),
+              "--orbit-frames", "4"])
+    finally:
+        set_progress(True)
+    err = capsys.readouterr().err
+    for stage in ("teacher: ray-trace views", "teacher: encode", "teacher: decode", "orbit"):
+        assert re.search(rf"{re.escape(stage)}: +\d+%\|", err), f"no progress bar for {stage!r}"
+    _run(["generate", "--procedural", "0", "--decoder", str(trained_run), "--out", str(tmp_path / "quiet"), *FAST])
+    assert "%|" not in capsys.readouterr().err
 
 
 def test_lightning_predict_writes_the_same_scene_as_generate(trained_run, tmp_path, monkeypatch):
