@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -291,6 +292,9 @@ def _cmd_view(args: argparse.Namespace) -> None:
         from lyra.viewer import view_scene
     except ImportError as err:
         raise ValueError(f"lyra view needs viser ({err}); install it with pip install 'lyra[viewer]'") from None
+    # "Ctrl-C to stop" must hold also when the shell started us with SIGINT ignored (a background
+    # job of a non-interactive shell, e.g. a CI script): Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         view_scene(args.scene, host=args.host, port=args.port, path_out=args.path_out, path_size=args.path_size)
     except KeyboardInterrupt:  # Ctrl-C while the viewer was still starting: it has stopped; a normal exit
