@@ -355,6 +355,18 @@ def test_browser_frame_matches_lyra_render(static_view, scene):
     assert float(np.abs(shown - other).mean()) > MAE_MAX or psnr(shown, other) < PSNR_MIN
 
 
+def _wait_for_camera(client, position, wxyz, seconds: float = 20.0, stable: int = 8) -> None:
+    """Until the client's camera has equalled ``position``/``wxyz`` for ``stable`` polls in a row: a
+    loaded machine can deliver the browser's echo of an older camera after ours."""
+    deadline, streak = time.time() + seconds, 0
+    while time.time() < deadline and streak < stable:
+        same = (np.allclose(client.camera.position, position, atol=1e-5)
+                and min(np.abs(np.asarray(client.camera.wxyz) - s * np.asarray(wxyz)).max() for s in (1, -1)) < 1e-5)
+        streak = streak + 1 if same else 0
+        time.sleep(0.1)
+    assert streak >= stable, "the browser did not settle on the camera the server set"
+
+
 @needs_chromium
 def test_keyframe_buttons_in_the_page_save_a_camera_path(browser, static_view, scene, tmp_path):
     viewer, client = static_view
@@ -365,7 +377,7 @@ def test_keyframe_buttons_in_the_page_save_a_camera_path(browser, static_view, s
     for i, c2w in enumerate((first, second)):
         wxyz, position = c2w_to_viewer_camera(c2w)
         client.camera.fov, client.camera.position, client.camera.wxyz = fov_y, position, wxyz
-        time.sleep(0.5)  # the browser echoes the camera back; the click must see it
+        _wait_for_camera(client, position, wxyz)  # the browser echoes cameras back; the click must see ours
         if i == 0:  # the path's image size: the browser's view at the first keyframe, made even
             view = (client.camera.image_width // 2 * 2, client.camera.image_height // 2 * 2)
         browser.click("Add keyframe")
