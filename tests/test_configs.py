@@ -106,11 +106,14 @@ def test_every_stage_stacks_on_the_cpu_configs(base, stage, in_tmp):
 
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
-    """A clip cache of 5-frame 32x32 clips, as a teacher writes it (manifest with its identity)."""
-    root = tmp_path_factory.mktemp("cache")
+    return write_tiny_cache(tmp_path_factory.mktemp("cache"), clips_per_shard=2)
+
+
+def write_tiny_cache(root: Path, clips_per_shard: int) -> Path:
+    """A clip cache of two 5-frame 32x32 clips, as a teacher writes it (manifest with its identity)."""
     teacher = TeacherModule(ProceduralGenerator(seed=0, num_views=2, num_objects=(2, 3)), DCTCodec(latent_channels=24),
                             num_frames=5, height=32, width=32)
-    writer = ShardWriter(root, clips_per_shard=2)
+    writer = ShardWriter(root, clips_per_shard=clips_per_shard)
     writer.prepare(teacher.describe(), range(2))
     writer.add([teacher.make_clip(i) for i in range(2)])
     writer.finish()
@@ -256,13 +259,7 @@ def test_fit_then_test_runs_on_cpu(name, in_tmp):
 def test_fit_from_a_cache_stops_at_a_corrupt_shard_naming_it(tmp_path, in_tmp):
     """A bit flipped after the cache was written (same size) stops training before that shard's
     clip reaches a step, with the shard's path and the repair command."""
-    cache = tmp_path / "cache"
-    teacher = TeacherModule(ProceduralGenerator(seed=0, num_views=2, num_objects=(2, 3)), DCTCodec(latent_channels=24),
-                            num_frames=5, height=32, width=32)
-    writer = ShardWriter(cache, clips_per_shard=1)
-    writer.prepare(teacher.describe(), range(2))
-    writer.add([teacher.make_clip(i) for i in range(2)])
-    writer.finish()
+    cache = write_tiny_cache(tmp_path / "cache", clips_per_shard=1)
     bad = cache / "shards" / "clips-0000000001.safetensors"
     blob = bytearray(bad.read_bytes())
     blob[-100] ^= 0x01  # inside a tensor: the header still parses

@@ -13,6 +13,30 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_SIDE = 16384
 
 
+def read_media(
+    p: Path,
+    kind: str,  # "image" or "video", for the messages
+    suffixes: tuple[str, ...],
+    suffix_hint: str,  # appended to the unknown-format message
+    fix: str,  # appended to the unreadable-file message
+    **imread_kwargs,
+) -> np.ndarray:
+    """``imageio.v3.imread`` of a user's file, with every failure named: missing file, unknown
+    suffix, unreadable content."""
+    if not p.is_file():
+        raise FileNotFoundError(f"{kind} {str(p)!r} does not exist")
+    if p.suffix.lower() not in suffixes:
+        raise ValueError(f"{p}: unknown {kind} format {p.suffix or '(no suffix)'!r}; pass one of "
+                         f"{', '.join(suffixes)}{suffix_hint}")
+    import imageio.v3 as iio
+
+    try:
+        return np.asarray(iio.imread(p, **imread_kwargs))
+    except Exception as err:  # noqa: BLE001  (imageio's plugins raise many kinds for unreadable input)
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"{p} is not a readable {kind} ({type(err).__name__}: {first}); {fix}") from None
+
+
 def read_image(
     path: str | os.PathLike,
     min_height: int,
@@ -21,18 +45,7 @@ def read_image(
     """An 8-bit RGB image file (opaque RGBA accepted) at least as large as the clip it must fill
     after the centre crop to the clip's aspect ratio (``lyra.data.generators.gen3c.load_image``)."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image {str(p)!r} does not exist")
-    if p.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"{p}: unknown image format {p.suffix or '(no suffix)'!r}; pass one of "
-                         f"{', '.join(IMAGE_SUFFIXES)}")
-    import imageio.v3 as iio
-
-    try:
-        a = np.asarray(iio.imread(p))
-    except Exception as err:  # noqa: BLE001  (image plugins raise many kinds for unreadable input)
-        raise ValueError(f"{p} is not a readable image ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); save it again as 8-bit RGB PNG or JPEG") from None
+    a = read_media(p, "image", IMAGE_SUFFIXES, "", "save it again as 8-bit RGB PNG or JPEG")
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
     if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 2)):

@@ -271,7 +271,7 @@ def generate(o: GenerateOptions) -> Path:
         }
         write_meta(tmp, meta, summary)
     print(f"wrote {out}/ ({scene_name}: {g.num_gaussians} Gaussians" + (f" x {len(times)} times" if dynamic else "")
-          + f"; orbit.mp4, inputs.mp4, inputs.png, cameras/, meta.json)")
+          + "; orbit.mp4, inputs.mp4, inputs.png, cameras/, meta.json)")
     print(log.report())
     view = out / scene_name
     print(f"view it: lyra view {view}    render it: lyra render --ply {view} --out {out / 'path.mp4'}")

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lyra.data.generators.base import ClipGenerator, GeneratedClip
+from lyra.inference.images import read_media
 from lyra.render.cameras import crop_intrinsics, resize_intrinsics
 
 CAMERA_KEYS = ("c2w", "K", "depth", "time")
@@ -113,18 +114,9 @@ def read_cameras(path: str | os.PathLike) -> dict[str, Tensor]:
 def read_video(path: str | os.PathLike) -> np.ndarray:  # [T, H, W, 3] uint8
     """Every frame of a video file, RGB uint8."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"video {str(p)!r} does not exist")
-    if p.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"{p}: unknown video format {p.suffix or '(no suffix)'!r}; pass one of "
-                         f"{', '.join(VIDEO_SUFFIXES)} (convert with ffmpeg -i in.xyz out.mp4)")
-    import imageio.v3 as iio
-
-    try:
-        frames = np.asarray(iio.imread(p, plugin="pyav" if _has_pyav() else None))
-    except Exception as err:  # noqa: BLE001  (imageio and ffmpeg raise many kinds for unreadable input)
-        raise ValueError(f"{p} is not a readable video ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                         "re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264 -pix_fmt yuv420p out.mp4") from None
+    frames = read_media(p, "video", VIDEO_SUFFIXES, " (convert with ffmpeg -i in.xyz out.mp4)",
+                        "re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264 -pix_fmt yuv420p out.mp4",
+                        plugin="pyav" if _has_pyav() else None)
     if frames.ndim == 3:  # a single frame or a grey video comes back without the colour axis
         frames = frames[..., None]
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4) or frames.dtype != np.uint8:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Sequence
 
