@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from urllib.parse import urlsplit
@@ -141,16 +142,23 @@ def test_lyra_view_serves_on_loopback_until_ctrl_c(tmp_path):
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "lyra.tools", "view", str(tmp_path / "scene.splat"),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        lines: list[str] = []  # the port listens before setup ends: Ctrl-C once the banner is out
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        reader.start()
         deadline = time.time() + 60
-        while not listening_addresses(port) and proc.poll() is None and time.time() < deadline:
+        while not any("lyra view:" in x for x in lines) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert listening_addresses(port) in ([LOOPBACK_HEX], [LOOPBACK_HEX] * 2)
         proc.send_signal(signal.SIGINT)
         try:
-            out, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
+            reader.join(timeout=10)
+            out = "".join(lines)
         except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps every thread on SIGABRT
             proc.send_signal(signal.SIGABRT)
-            out, _ = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
+            reader.join(timeout=10)
+            out = "".join(lines)
             pytest.fail(f"lyra view did not stop within 60 s of Ctrl-C; its threads:\n{out[-6000:]}")
     finally:
         proc.kill()
