@@ -47,13 +47,14 @@ def test_ray_embedding_starts_at_zero_and_rays_then_matter():
     lat, c2w, K = inputs()
     other = c2w.clone()
     other[..., :3, 3] += torch.randn_like(other[..., :3, 3]) * 0.2
+    flat = lat.reshape(2, *lat.shape[2:])
     with torch.no_grad():
-        r0 = dec.mix_and_decode(dec.embed_tokens(lat, c2w, K), 1, 2, (2, 4, 4))
-        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), 1, 2, (2, 4, 4))
+        r0 = dec.mix_and_decode(dec.embed_tokens(lat, c2w, K), flat, 1, 2)
+        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), flat, 1, 2)
     torch.testing.assert_close(r0, r1)  # zero-initialised ray branch: cameras do not change raw outputs
     torch.nn.init.normal_(dec.ray_embed.proj.weight, std=0.1)
     with torch.no_grad():
-        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), 1, 2, (2, 4, 4))
+        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), flat, 1, 2)
     assert not torch.allclose(r0, r1)
 
 
@@ -200,3 +201,74 @@ def test_latent_frame_layout_puts_gaussians_on_one_frame_per_latent_frame():
     v, u = torch.meshgrid(centres, centres, indexing="ij")
     torch.testing.assert_close(uv, torch.stack([u, v], -1).reshape(-1, 2), atol=1e-3, rtol=0)
     assert dec.grid_depth(torch.ones(1, 2, 9, 32, 32)).shape == (1, 2, 3, 8, 8)
+
+
+def test_latent_frames_per_view_keeps_the_first_and_last_latent_frames(tmp_path):
+    dec = StaticGaussianDecoder(**{**TINY, "gaussian_frames": "latent", "density": 2,
+                                   "latent_frames_per_view": 2, "latent_skip": True}).eval()
+    assert dec.gaussian_frame_indices(17).tolist() == [0, 16]
+    assert dec.gaussian_frame_indices(9).tolist() == [0, 8]
+    lat, c2w, K = inputs(B=1, V=2, T=9)
+    torch.nn.init.normal_(dec.skip_head.weight, std=0.1)
+    g = dec(lat, c2w, K)
+    assert g.num_gaussians == 2 * 2 * 8 * 8
+    # The Gaussians of the last picked frame sit on frame 8's rays and read latent frame 2.
+    from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+
+    uv, _ = world_to_pixels(g.means[0].reshape(2, 2, 64, 3)[1, 1], c2w_to_viewmat(c2w[0, 1, 8]), K[0, 1, 8])
+    centres = (torch.arange(8) + 0.5) * 4
+    v, u = torch.meshgrid(centres, centres, indexing="ij")
+    torch.testing.assert_close(uv, torch.stack([u, v], -1).reshape(-1, 2), atol=1e-3, rtol=0)
+    changed = lat.clone()
+    changed[:, :, :, 1] += 1.0  # the middle latent frame: read by the body, emits no Gaussians
+    g2 = dec(changed, c2w, K)
+    torch.testing.assert_close(dec.latent_skip_raw(changed), dec.latent_skip_raw(lat))
+    assert not torch.allclose(g2.means, g.means)  # ... but the body still mixes it in
+    dec.save_pretrained(tmp_path / "d")
+    back = StaticGaussianDecoder.from_pretrained(tmp_path / "d")
+    assert back.config.latent_frames_per_view == 2 and back(lat, c2w, K).num_gaussians == g.num_gaussians
+    with pytest.raises(ValueError, match="latent_frames_per_view needs gaussian_frames='latent'"):
+        StaticGaussianDecoder(**{**TINY, "latent_frames_per_view": 2})
+
+
+def test_conv_head_mixes_neighbouring_latent_pixels_and_saves(tmp_path):
+    torch.manual_seed(6)
+    lat, c2w, K = inputs(B=1, V=2, T=5, h=8, w=8)
+    base = {**TINY, "density": 2, "gaussian_frames": "latent", "patch_size": 1}
+    outs = {}
+    for kind in ("linear", "conv"):
+        dec = StaticGaussianDecoder(**{**base, "head_type": kind, "head_width": 16}).eval()
+        for conv in getattr(dec.head, "blocks", []):
+            torch.nn.init.normal_(conv.weight, std=0.2)  # trained blocks are not the identity
+        tokens = dec.embed_tokens(lat, c2w, K)
+        changed = lat.clone()
+        changed[0, 0, :, 0, 1, 1] += 3.0  # one latent pixel of one frame
+        with torch.no_grad():
+            flat = lambda x: x.reshape(2, *x.shape[2:])  # noqa: E731
+            # The same body tokens, so only the head can carry the latent pixel to its neighbours.
+            r0 = dec.mix_and_decode(tokens, flat(lat), 1, 2)
+            r1 = dec.mix_and_decode(tokens, flat(changed), 1, 2)
+        outs[kind] = (r1 - r0).abs()[0, 0, 0].sum(-1)  # [gh, gw] change per Gaussian of that frame
+        assert dec.readout.out_channels == 12
+    assert outs["linear"].max() == 0  # the linear head reads tokens only
+    moved = outs["conv"] > 0
+    # Two 3x3 convolutions at latent resolution: latent pixel 1 reaches latent pixels 0-3 (Gaussians 0-7).
+    assert moved[2:4, 2:4].all() and moved[6:8, 2:4].any()
+    assert not moved[8:].any() and not moved[:, 8:].any()
+    dec.save_pretrained(tmp_path / "c")
+    back = StaticGaussianDecoder.from_pretrained(tmp_path / "c")
+    assert back.config.head_type == "conv"
+    torch.testing.assert_close(back(lat, c2w, K).means, dec(lat, c2w, K).means)
+    with pytest.raises(ValueError, match="head_type"):
+        StaticGaussianDecoder(**{**base, "head_type": "mlp"})
+
+
+def test_least_squares_colour_start_zeroes_the_conv_heads_colour_readout():
+    torch.manual_seed(7)
+    dec = StaticGaussianDecoder(**{**TINY, "density": 2, "gaussian_frames": "latent", "latent_skip": True,
+                                   "head_type": "conv", "head_width": 16})
+    lat = torch.randn(3, 8, 3, 4, 4)  # [S, C, T', h, w]
+    rgb = torch.rand(3, 9, 32, 32, 3)
+    dec.fit_latent_skip(lat, rgb)
+    assert dec.head.out.weight[:, 1:4].abs().max() == 0 and dec.head.out.bias[1:4].abs().max() == 0
+    assert dec.skip_head.weight[:, 1:4].abs().max() > 0

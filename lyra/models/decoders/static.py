@@ -23,6 +23,7 @@ from lyra.data.codecs.frames import fold_frames, latent_frame_count, unfold_fram
 from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, ScaleMode, activate_gaussians
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
+from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
 from lyra.render.cameras import pixel_rays, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
@@ -94,6 +95,14 @@ class StaticGaussianDecoder(GaussianDecoder):
         latent_skip: also map every latent pixel straight to its Gaussians' raw values with a
             zero-initialised linear layer beside the body (the body's tokens are narrower than a
             latent patch, so colour detail otherwise has to squeeze through them).
+        latent_frames_per_view: with ``gaussian_frames="latent"``, how many latent frames of each
+            trajectory emit Gaussians, evenly spaced with the first and the last included (``None``:
+            all). Fewer frames: fewer overlapping copies of the same surface.
+        head_type: ``"linear"`` (Lyra: one transposed convolution from each token to its Gaussians) or
+            ``"conv"`` (:class:`~lyra.models.decoders.heads.ConvGaussianHead`: tokens back to the
+            latent grid, plus the latent pixel, two 3 x 3 residual convolutions, then the
+            per-Gaussian readout).
+        head_width: channels of the ``"conv"`` head's latent-resolution features.
     """
 
     _supports_gradient_checkpointing = True
@@ -117,6 +126,9 @@ class StaticGaussianDecoder(GaussianDecoder):
         scale_mode: ScaleMode = "absolute",
         gaussian_frames: Literal["all", "latent"] = "all",
         latent_skip: bool = False,
+        latent_frames_per_view: int | None = None,
+        head_type: HeadKind = "linear",
+        head_width: int = 64,
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
@@ -125,6 +137,11 @@ class StaticGaussianDecoder(GaussianDecoder):
             raise ValueError(f"gaussian_frames must be 'all' or 'latent', got {gaussian_frames!r}")
         if density not in DENSITIES or space_factor % density:
             raise ValueError(f"density must be one of {DENSITIES} and divide space_factor {space_factor}, got {density}")
+        if latent_frames_per_view is not None and (gaussian_frames != "latent" or latent_frames_per_view < 1):
+            raise ValueError("latent_frames_per_view needs gaussian_frames='latent' and a count >= 1 "
+                             f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
+        if head_type not in ("linear", "conv"):
+            raise ValueError(f"head_type must be 'linear' or 'conv', got {head_type!r}")
         self.activation = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
                                                    scale_bias=scale_bias, opacity_bias=opacity_bias, scale_mode=scale_mode)
         tf, p, width = time_factor, patch_size, body.width
@@ -134,7 +151,10 @@ class StaticGaussianDecoder(GaussianDecoder):
         # Undo the patching and the codec's temporal compression: density^2 Gaussians per latent
         # pixel per frame.
         k, kt = p * density, tf if gaussian_frames == "all" else 1
-        self.head = nn.ConvTranspose3d(width, RAW_CHANNELS, kernel_size=(kt, k, k), stride=(kt, k, k))
+        if head_type == "conv":
+            self.head = ConvGaussianHead(width, latent_channels, head_width, p, density, kt)
+        else:
+            self.head = nn.ConvTranspose3d(width, RAW_CHANNELS, kernel_size=(kt, k, k), stride=(kt, k, k))
         self.skip_head = None
         if latent_skip:
             self.skip_head = nn.ConvTranspose3d(latent_channels, RAW_CHANNELS, kernel_size=(kt, density, density),
@@ -150,12 +170,26 @@ class StaticGaussianDecoder(GaussianDecoder):
     def body(self) -> BodyConfig:
         return self.blocks.config
 
+    @property
+    def readout(self) -> nn.ConvTranspose3d:
+        """The head's last layer: the one that writes the 12 raw channels of every Gaussian."""
+        return self.head.out if isinstance(self.head, ConvGaussianHead) else self.head
+
+    def latent_frame_pick(self, num_latent_frames: int) -> Tensor | None:  # [F'] latent frames with Gaussians
+        n = self.config.latent_frames_per_view
+        if n is None or n >= num_latent_frames:
+            return None
+        return torch.linspace(0, num_latent_frames - 1, n).round().long()
+
     def gaussian_frame_indices(self, num_frames: int) -> Tensor:  # [F] source frames that get Gaussians
         cfg = self.config
         if cfg.gaussian_frames == "all":
             return torch.arange(num_frames)
         tl = latent_frame_count(num_frames, cfg.time_factor, cfg.causal_first_frame)
         last = torch.arange(tl) * cfg.time_factor  # causal: 0, tf, 2 tf, ... (the first frame is alone)
+        pick = self.latent_frame_pick(tl)
+        if pick is not None:
+            last = last[pick]
         return last if cfg.causal_first_frame else last + cfg.time_factor - 1
 
     def _unfold(self, raw: Tensor) -> Tensor:  # [N, 12, T'*kt, gh, gw] -> [N, 12, F, gh, gw]
@@ -206,26 +240,38 @@ class StaticGaussianDecoder(GaussianDecoder):
         tokens = self.latent_embed(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
         return tokens + self.ray_embed(rays.to(self.dtype))
 
-    def mix_and_decode(self, tokens: Tensor, batch: int, views: int, latent_shape: tuple[int, int, int]) -> Tensor:
-        """tokens [S*V, L, D] (S scenes or scene-times) -> raw Gaussians [S, V, T, h*k, w*k, 12]."""
+    def mix_and_decode(
+        self,
+        tokens: Tensor,  # [S*V, L, D] (S scenes or scene-times)
+        latents: Tensor,  # [S*V, C, T', h, w] the latents the tokens came from
+        batch: int,  # S
+        views: int,  # V
+    ) -> Tensor:  # raw Gaussians [S, V, F, h*k, w*k, 12]
         cfg = self.config
-        Tl, h, w = latent_shape
+        Tl, h, w = latents.shape[-3:]
         p, k = cfg.patch_size, cfg.density
         D = tokens.shape[-1]
         L = tokens.shape[1]
         x = self.blocks(tokens.reshape(batch, views * L, D))  # all trajectories' tokens jointly
         x = x.reshape(batch * views, Tl, h // p, w // p, D).permute(0, 4, 1, 2, 3)
-        raw = self._unfold(self.head(x))  # [S*V, 12, F, h*k, w*k]
+        pick = self.latent_frame_pick(Tl)
+        if pick is not None:  # every token was mixed; only the picked latent frames emit Gaussians
+            x, latents = x[:, :, pick.to(x.device)], latents[:, :, pick.to(x.device)]
+        raw = self.head(x, latents.to(self.dtype)) if isinstance(self.head, ConvGaussianHead) else self.head(x)
+        raw = self._unfold(raw)  # [S*V, 12, F, h*k, w*k]
         return raw.permute(0, 2, 3, 4, 1).reshape(batch, views, -1, h * k, w * k, RAW_CHANNELS)
 
     def latent_skip_raw(self, latents: Tensor) -> Tensor | None:
-        """latents [B, V, C, T', h, w] -> raw [B, V, T, h*k, w*k, 12] of the skip head (None: off)."""
+        """latents [B, V, C, T', h, w] -> raw [B, V, F, h*k, w*k, 12] of the skip head (None: off)."""
         if self.skip_head is None:
             return None
         cfg = self.config
         B, V, C, Tl, h, w = latents.shape
         k = cfg.density
-        raw = self.skip_head(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
+        pick = self.latent_frame_pick(Tl)
+        if pick is not None:
+            latents = latents[:, :, :, pick.to(latents.device)]
+        raw = self.skip_head(latents.reshape(B * V, C, -1, h, w).to(self.dtype))
         raw = self._unfold(raw)  # [B*V, 12, F, h*k, w*k]
         return raw.permute(0, 2, 3, 4, 1).reshape(B, V, -1, h * k, w * k, RAW_CHANNELS)
 
@@ -275,7 +321,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         self._check(latents, c2w, K)
         B, V, _, Tl, h, w = latents.shape
         tokens = self.embed_tokens(latents, c2w, K)
-        raw = self.mix_and_decode(tokens, B, V, (Tl, h, w))
+        raw = self.mix_and_decode(tokens, latents.reshape(B * V, *latents.shape[2:]), B, V)
         skip = self.latent_skip_raw(latents)
         if skip is not None:
             raw = raw + skip
@@ -305,15 +351,17 @@ class StaticGaussianDecoder(GaussianDecoder):
         target = torch.atanh((2 * block - 1).clamp(-0.98, 0.98))
         # Where each Gaussian frame sits in the codec's folded layout: (latent frame, slot in it).
         if cfg.gaussian_frames == "latent":
-            lat_f, slot = torch.arange(Tl), torch.zeros(Tl, dtype=torch.long)
+            pick = self.latent_frame_pick(Tl)
+            lat_f = torch.arange(Tl) if pick is None else pick
+            slot = torch.zeros(len(lat_f), dtype=torch.long)
         else:
             folded = frames + (cfg.time_factor - 1 if cfg.causal_first_frame else 0)
             lat_f, slot = folded // cfg.time_factor, folded % cfg.time_factor
         feats = latents.float()[:, :, lat_f]  # [S, C, F, h, w]: each Gaussian frame's latent pixel
         weight = self.skip_head.weight  # [C, 12, kt, k, k]
         # The skip owns colour at the start: the body head's colour outputs start at zero.
-        self.head.weight[:, 1:4] = 0
-        self.head.bias[1:4] = 0
+        self.readout.weight[:, 1:4] = 0
+        self.readout.bias[1:4] = 0
         fits, means = [], []
         for f_slot in range(kt):
             rows = (slot == f_slot)
