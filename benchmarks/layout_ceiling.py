@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import itertools
 import json
 import time
 
@@ -46,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-gaussians", type=int, default=400_000, help="skip layouts with more Gaussians")
     ap.add_argument("--heldout", nargs="+", default=["spiral", "up"])
     ap.add_argument("--scenes", type=int, default=2, help="test scenes (disjoint seeds)")
-    ap.add_argument("--steps", type=int, default=150, help="Adam steps per fit")
+    ap.add_argument("--steps", type=int, default=150,
+                    help="Adam steps per fit (0: the initialisation alone: source pixels unprojected at their true depth)")
+    ap.add_argument("--init-scale", type=float, nargs="+", default=[0.5],
+                    help="initial Gaussian scale(s), fraction of the pixel block (one row each)")
+    ap.add_argument("--init-opacity", type=float, default=0.7310585786300049, help="initial opacity")
     ap.add_argument("--views-per-step", type=int, default=2)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--frames", type=int, default=17)
@@ -79,30 +84,30 @@ def main(argv: list[str] | None = None) -> dict:
                          "ssim": float(ssim(tgt.rgb[v, truth], gt).mean())})
             print(f"scene {k} held-out {held}: nearest {rows[-2]['psnr']:.2f} dB, codec {rows[-1]['psnr']:.2f} dB",
                   flush=True)
-            for fs in args.frame_strides:
-                for s in args.strides:
-                    n = src.num_views * len(range(0, src.num_frames, fs)) * (args.size // s) ** 2
-                    if n > args.max_gaussians:
-                        print(f"  skip frame stride {fs}, s={s}: {n} Gaussians > --max-gaussians", flush=True)
-                        continue
-                    cfg = SceneFitConfig(steps=args.steps, views_per_step=args.views_per_step, frame_stride=fs,
-                                         pixel_stride=s)
-                    t0 = time.perf_counter()
-                    g = fit_scene(src, renderer, cfg)
-                    seconds = time.perf_counter() - t0
-                    with torch.no_grad():
-                        pred = renderer.render_path(g[0], c2w, K, args.size, args.size)
-                        src_c2w = src.c2w[:, src_frames].reshape(-1, 4, 4)
-                        src_K = src.K[:, src_frames].reshape(-1, 3, 3)
-                        src_pred = renderer.render_path(g[0], src_c2w, src_K, args.size, args.size)
-                    src_rgb = src.rgb[:, src_frames].reshape(-1, args.size, args.size, 3)
-                    rows.append({"scene": k, "heldout": held, "layout": f"fs{fs}_s{s}", "frame_stride": fs,
-                                 "pixel_stride": s, "gaussians": n, "psnr": float(psnr(pred, gt).mean()),
-                                 "ssim": float(ssim(pred, gt).mean()),
-                                 "src_psnr": float(psnr(src_pred, src_rgb).mean()), "seconds": seconds})
-                    print(f"  frame stride {fs:2d}  s={s}  N={n:7d}  held-out {rows[-1]['psnr']:.2f} dB  "
-                          f"source {rows[-1]['src_psnr']:.2f} dB  ({seconds:.0f} s)  load {os.getloadavg()[0]:.1f}",
-                          flush=True)
+            for fs, s, scale in itertools.product(args.frame_strides, args.strides, args.init_scale):
+                n = src.num_views * len(range(0, src.num_frames, fs)) * (args.size // s) ** 2
+                if n > args.max_gaussians:
+                    print(f"  skip frame stride {fs}, s={s}: {n} Gaussians > --max-gaussians", flush=True)
+                    continue
+                cfg = SceneFitConfig(steps=args.steps, views_per_step=args.views_per_step, frame_stride=fs,
+                                     pixel_stride=s, init_scale=scale, init_opacity=args.init_opacity)
+                name = f"fs{fs}_s{s}" + (f"_scale{scale:g}" if len(args.init_scale) > 1 else "")
+                t0 = time.perf_counter()
+                g = fit_scene(src, renderer, cfg)
+                seconds = time.perf_counter() - t0
+                with torch.no_grad():
+                    pred = renderer.render_path(g[0], c2w, K, args.size, args.size)
+                    src_c2w = src.c2w[:, src_frames].reshape(-1, 4, 4)
+                    src_K = src.K[:, src_frames].reshape(-1, 3, 3)
+                    src_pred = renderer.render_path(g[0], src_c2w, src_K, args.size, args.size)
+                src_rgb = src.rgb[:, src_frames].reshape(-1, args.size, args.size, 3)
+                rows.append({"scene": k, "heldout": held, "layout": name, "frame_stride": fs, "init_scale": scale,
+                             "pixel_stride": s, "gaussians": n, "psnr": float(psnr(pred, gt).mean()),
+                             "ssim": float(ssim(pred, gt).mean()),
+                             "src_psnr": float(psnr(src_pred, src_rgb).mean()), "seconds": seconds})
+                print(f"  frame stride {fs:2d}  s={s}  N={n:7d}  held-out {rows[-1]['psnr']:.2f} dB  "
+                      f"source {rows[-1]['src_psnr']:.2f} dB  ({seconds:.0f} s)  load {os.getloadavg()[0]:.1f}",
+                      flush=True)
     summary: dict[str, dict] = {}
     for r in rows:
         key = f"{r['heldout']}/{r['layout']}"

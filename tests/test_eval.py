@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -71,6 +73,19 @@ def test_scene_fit_init_sits_on_the_decoder_rays_at_the_true_depth(s):
     far = 2 * float(clip.depth[:, ::2, s // 2::s, s // 2::s].max())
     torch.testing.assert_close(z[~known], torch.full_like(z[~known], far), atol=1e-3, rtol=1e-4)
     assert all(torch.isfinite(t).all() for t in p.values())
+
+
+def test_scene_fit_initial_scale_and_opacity_are_settings():
+    clip = toy_clip(size=16)
+    base = init_on_rays(clip, SceneFitConfig(frame_stride=2, pixel_stride=4))
+    p = init_on_rays(clip, SceneFitConfig(frame_stride=2, pixel_stride=4, init_scale=0.25, init_opacity=0.9))
+    torch.testing.assert_close(p["log_scales"], base["log_scales"] + math.log(0.5))  # half of the default half block
+    torch.testing.assert_close(torch.sigmoid(p["opacity_logits"]), torch.full_like(p["opacity_logits"], 0.9))
+    torch.testing.assert_close(torch.sigmoid(base["opacity_logits"]), torch.full_like(p["opacity_logits"], 0.7311),
+                               atol=1e-4, rtol=0)
+    for bad in ({"init_scale": 0.0}, {"init_opacity": 1.0}):
+        with pytest.raises(ValueError, match="init_scale must be > 0 and init_opacity in"):
+            init_on_rays(clip, SceneFitConfig(**bad))
 
 
 def test_scene_fit_refuses_clips_without_metric_depth_and_improves_the_source_fit():

@@ -64,6 +64,9 @@ class SceneFitConfig:
             (s = 8 is a decoder with one Gaussian per latent pixel of an 8x codec).
         unknown_depth: initial depth of pixels whose clip depth is 0 (sky, holes); ``None``
             uses twice the farthest known depth of the scene.
+        init_scale: initial scale (each axis) as a fraction of the Gaussian's pixel-block width at
+            its depth.
+        init_opacity: initial opacity of every Gaussian, in (0, 1).
         lr_means, lr_scales, lr_quats, lr_opacities, lr_colors: Adam learning rates of the raw
             parameters (means, log-scales, quaternions, opacity logits, colour logits).
         seed: which source frames each step renders.
@@ -74,6 +77,8 @@ class SceneFitConfig:
     frame_stride: int = 8
     pixel_stride: int = 4
     unknown_depth: float | None = None
+    init_scale: float = 0.5
+    init_opacity: float = 0.7310585786300049  # sigmoid(1)
     lr_means: float = 1e-3
     lr_scales: float = 1e-2
     lr_quats: float = 1e-2
@@ -91,6 +96,8 @@ def init_on_rays(src: Clip, cfg: SceneFitConfig) -> dict[str, Tensor]:
                          "(use a procedural teacher, whose depth is exact)")
     s = cfg.pixel_stride
     H, W = src.image_size
+    if not (cfg.init_scale > 0 and 0 < cfg.init_opacity < 1):
+        raise ValueError(f"init_scale must be > 0 and init_opacity in (0, 1), got {cfg.init_scale}, {cfg.init_opacity}")
     if s < 1 or H % s or W % s:
         raise ValueError(f"pixel_stride {s} must divide the image size {H}x{W}")
     f = torch.arange(0, src.num_frames, cfg.frame_stride)
@@ -104,14 +111,14 @@ def init_on_rays(src: Clip, cfg: SceneFitConfig) -> dict[str, Tensor]:
     z = torch.where(known, z, torch.full_like(z, far))
     cos = (dirs * c2w[:, :, None, None, :3, 2]).sum(-1)
     means = origins + dirs * (z / cos)[..., None]
-    footprint = z / K[:, :, None, None, 0, 0] * s * 0.5
+    footprint = z / K[:, :, None, None, 0, 0] * s * cfg.init_scale
     rgb = src.rgb[:, f].reshape(-1, H, W, 3).permute(0, 3, 1, 2)
     rgb = F.avg_pool2d(rgb, s).permute(0, 2, 3, 1).clamp(0.02, 0.98)
     n = means[..., 0].numel()
     quats = torch.zeros(n, 4)
     quats[:, 0] = 1
     params = {"means": means.reshape(n, 3), "log_scales": footprint.reshape(n, 1).log().expand(n, 3).clone(),
-              "quats": quats, "opacity_logits": torch.full((n,), 1.0),
+              "quats": quats, "opacity_logits": torch.full((n,), cfg.init_opacity).logit(),
               "color_logits": torch.logit(rgb.reshape(n, 3))}
     for name, p in params.items():
         bad = int((~torch.isfinite(p)).sum())
