@@ -78,6 +78,24 @@ def test_dynamic_decoder_one_set_per_target_time_and_static_at_init():
         dyn(lat, c2w, K)
 
 
+@pytest.mark.parametrize("layout", [{}, {"gaussian_frames": "latent", "density": 2, "latent_frames_per_view": 2}])
+def test_dynamic_decoder_reads_the_latent_skip_like_the_static_one(layout):
+    """With time branches at zero a dynamic decoder equals the static one, latent skip included
+    (a dynamic decoder that dropped the skip lost all colour after the least-squares start)."""
+    torch.manual_seed(8)
+    cfg = {**TINY, **layout, "latent_skip": True}
+    static = StaticGaussianDecoder(**cfg).eval()
+    torch.nn.init.normal_(static.skip_head.weight, std=0.3)
+    dyn = DynamicGaussianDecoder(**cfg).eval()
+    dyn.load_state_dict(static.state_dict(), strict=False)
+    lat, c2w, K = inputs(B=1, T=9)
+    gs = static(lat, c2w, K)
+    g = dyn(lat, c2w, K, time=torch.linspace(0, 1, 9).expand(1, 2, 9), target_time=torch.tensor([[0.0, 1.0]]))
+    for m in range(2):
+        torch.testing.assert_close(g.colors[:, m], gs.colors, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g.means[:, m], gs.means, atol=1e-5, rtol=1e-5)
+
+
 def test_save_pretrained_round_trip_and_wrong_class(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.manual_seed(4)

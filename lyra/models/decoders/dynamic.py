@@ -63,4 +63,7 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         lat = latents[:, None].expand(B, M, *latents.shape[1:]).reshape(B * M * V, *latents.shape[2:])
         raw = self.mix_and_decode(tokens.reshape(B * M * V, L, D), lat, B * M, V)
         raw = raw.reshape(B, M, *raw.shape[1:])
+        skip = self.latent_skip_raw(latents)  # the latents are the same at every target time
+        if skip is not None:
+            raw = raw + skip[:, None]
         return self.to_gaussians(raw.float(), c2w, K)
