@@ -47,14 +47,13 @@ def test_ray_embedding_starts_at_zero_and_rays_then_matter():
     lat, c2w, K = inputs()
     other = c2w.clone()
     other[..., :3, 3] += torch.randn_like(other[..., :3, 3]) * 0.2
-    flat = lat.reshape(2, *lat.shape[2:])
     with torch.no_grad():
-        r0 = dec.mix_and_decode(dec.embed_tokens(lat, c2w, K), flat, 1, 2)
-        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), flat, 1, 2)
+        r0 = dec.mix_and_decode(dec.embed_tokens(lat, c2w, K), lat, 1, 2)
+        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), lat, 1, 2)
     torch.testing.assert_close(r0, r1)  # zero-initialised ray branch: cameras do not change raw outputs
     torch.nn.init.normal_(dec.ray_embed.proj.weight, std=0.1)
     with torch.no_grad():
-        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), flat, 1, 2)
+        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), lat, 1, 2)
     assert not torch.allclose(r0, r1)
 
 
@@ -78,7 +77,8 @@ def test_dynamic_decoder_one_set_per_target_time_and_static_at_init():
         dyn(lat, c2w, K)
 
 
-@pytest.mark.parametrize("layout", [{}, {"gaussian_frames": "latent", "density": 2, "latent_frames_per_view": 2}])
+@pytest.mark.parametrize("layout", [{}, {"gaussian_frames": "latent", "density": 2, "latent_frames_per_view": 2},
+                                    {"gaussian_frames": "latent", "head_type": "conv", "head_width": 16}])
 def test_dynamic_decoder_reads_the_latent_skip_like_the_static_one(layout):
     """With time branches at zero a dynamic decoder equals the static one, latent skip included
     (a dynamic decoder that dropped the skip lost all colour after the least-squares start)."""
@@ -88,9 +88,9 @@ def test_dynamic_decoder_reads_the_latent_skip_like_the_static_one(layout):
     torch.nn.init.normal_(static.skip_head.weight, std=0.3)
     dyn = DynamicGaussianDecoder(**cfg).eval()
     dyn.load_state_dict(static.state_dict(), strict=False)
-    lat, c2w, K = inputs(B=1, T=9)
+    lat, c2w, K = inputs(B=2, T=9)  # two scenes: each target time must read its own scene's latents
     gs = static(lat, c2w, K)
-    g = dyn(lat, c2w, K, time=torch.linspace(0, 1, 9).expand(1, 2, 9), target_time=torch.tensor([[0.0, 1.0]]))
+    g = dyn(lat, c2w, K, time=torch.linspace(0, 1, 9).expand(2, 2, 9), target_time=torch.tensor([[0.0, 1.0]] * 2))
     for m in range(2):
         torch.testing.assert_close(g.colors[:, m], gs.colors, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(g.means[:, m], gs.means, atol=1e-5, rtol=1e-5)
@@ -262,10 +262,9 @@ def test_conv_head_mixes_neighbouring_latent_pixels_and_saves(tmp_path):
         changed = lat.clone()
         changed[0, 0, :, 0, 1, 1] += 3.0  # one latent pixel of one frame
         with torch.no_grad():
-            flat = lambda x: x.reshape(2, *x.shape[2:])  # noqa: E731
             # The same body tokens, so only the head can carry the latent pixel to its neighbours.
-            r0 = dec.mix_and_decode(tokens, flat(lat), 1, 2)
-            r1 = dec.mix_and_decode(tokens, flat(changed), 1, 2)
+            r0 = dec.mix_and_decode(tokens, lat, 1, 2)
+            r1 = dec.mix_and_decode(tokens, changed, 1, 2)
         outs[kind] = (r1 - r0).abs()[0, 0, 0].sum(-1)  # [gh, gw] change per Gaussian of that frame
         assert dec.readout.out_channels == 12
     assert outs["linear"].max() == 0  # the linear head reads tokens only

@@ -175,21 +175,13 @@ class StaticGaussianDecoder(GaussianDecoder):
         """The head's last layer: the one that writes the 12 raw channels of every Gaussian."""
         return self.head.out if isinstance(self.head, ConvGaussianHead) else self.head
 
-    def latent_frame_pick(self, num_latent_frames: int) -> Tensor | None:  # [F'] latent frames with Gaussians
-        n = self.config.latent_frames_per_view
-        if n is None or n >= num_latent_frames:
-            return None
-        return torch.linspace(0, num_latent_frames - 1, n).round().long()
-
     def gaussian_frame_indices(self, num_frames: int) -> Tensor:  # [F] source frames that get Gaussians
         cfg = self.config
         if cfg.gaussian_frames == "all":
             return torch.arange(num_frames)
         tl = latent_frame_count(num_frames, cfg.time_factor, cfg.causal_first_frame)
         last = torch.arange(tl) * cfg.time_factor  # causal: 0, tf, 2 tf, ... (the first frame is alone)
-        pick = self.latent_frame_pick(tl)
-        if pick is not None:
-            last = last[pick]
+        last = self.gaussian_latent_frames(last, 0)
         return last if cfg.causal_first_frame else last + cfg.time_factor - 1
 
     def _unfold(self, raw: Tensor) -> Tensor:  # [N, 12, T'*kt, gh, gw] -> [N, 12, F, gh, gw]
@@ -240,10 +232,19 @@ class StaticGaussianDecoder(GaussianDecoder):
         tokens = self.latent_embed(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
         return tokens + self.ray_embed(rays.to(self.dtype))
 
+    def gaussian_latent_frames(self, x: Tensor, dim: int) -> Tensor:
+        """``x`` restricted, along its latent-frame axis ``dim``, to the latent frames that emit
+        Gaussians (all of them unless ``latent_frames_per_view`` is set: then that many, evenly
+        spaced, the first and the last included)."""
+        n, tl = self.config.latent_frames_per_view, x.shape[dim]
+        if n is None or n >= tl:
+            return x
+        return x.index_select(dim, torch.linspace(0, tl - 1, n, device=x.device).round().long())
+
     def mix_and_decode(
         self,
-        tokens: Tensor,  # [S*V, L, D] (S scenes or scene-times)
-        latents: Tensor,  # [S*V, C, T', h, w] the latents the tokens came from
+        tokens: Tensor,  # [S*V, L, D] (S scenes, or scene-times: S = B * M)
+        latents: Tensor,  # [B, V, C, T', h, w] the latents the tokens came from (once per scene)
         batch: int,  # S
         views: int,  # V
     ) -> Tensor:  # raw Gaussians [S, V, F, h*k, w*k, 12]
@@ -254,10 +255,12 @@ class StaticGaussianDecoder(GaussianDecoder):
         L = tokens.shape[1]
         x = self.blocks(tokens.reshape(batch, views * L, D))  # all trajectories' tokens jointly
         x = x.reshape(batch * views, Tl, h // p, w // p, D).permute(0, 4, 1, 2, 3)
-        pick = self.latent_frame_pick(Tl)
-        if pick is not None:  # every token was mixed; only the picked latent frames emit Gaussians
-            x, latents = x[:, :, pick.to(x.device)], latents[:, :, pick.to(x.device)]
-        raw = self.head(x, latents.to(self.dtype)) if isinstance(self.head, ConvGaussianHead) else self.head(x)
+        x = self.gaussian_latent_frames(x, 2)  # every token was mixed; only these frames emit Gaussians
+        if isinstance(self.head, ConvGaussianHead):
+            lat = self.gaussian_latent_frames(latents, 3).repeat_interleave(batch // latents.shape[0], dim=0)
+            raw = self.head(x, lat.reshape(batch * views, *lat.shape[2:]).to(self.dtype))
+        else:
+            raw = self.head(x)
         raw = self._unfold(raw)  # [S*V, 12, F, h*k, w*k]
         return raw.permute(0, 2, 3, 4, 1).reshape(batch, views, -1, h * k, w * k, RAW_CHANNELS)
 
@@ -266,11 +269,9 @@ class StaticGaussianDecoder(GaussianDecoder):
         if self.skip_head is None:
             return None
         cfg = self.config
-        B, V, C, Tl, h, w = latents.shape
+        B, V, C, _, h, w = latents.shape
         k = cfg.density
-        pick = self.latent_frame_pick(Tl)
-        if pick is not None:
-            latents = latents[:, :, :, pick.to(latents.device)]
+        latents = self.gaussian_latent_frames(latents, 3)
         raw = self.skip_head(latents.reshape(B * V, C, -1, h, w).to(self.dtype))
         raw = self._unfold(raw)  # [B*V, 12, F, h*k, w*k]
         return raw.permute(0, 2, 3, 4, 1).reshape(B, V, -1, h * k, w * k, RAW_CHANNELS)
@@ -321,7 +322,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         self._check(latents, c2w, K)
         B, V, _, Tl, h, w = latents.shape
         tokens = self.embed_tokens(latents, c2w, K)
-        raw = self.mix_and_decode(tokens, latents.reshape(B * V, *latents.shape[2:]), B, V)
+        raw = self.mix_and_decode(tokens, latents, B, V)
         skip = self.latent_skip_raw(latents)
         if skip is not None:
             raw = raw + skip
@@ -351,8 +352,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         target = torch.atanh((2 * block - 1).clamp(-0.98, 0.98))
         # Where each Gaussian frame sits in the codec's folded layout: (latent frame, slot in it).
         if cfg.gaussian_frames == "latent":
-            pick = self.latent_frame_pick(Tl)
-            lat_f = torch.arange(Tl) if pick is None else pick
+            lat_f = self.gaussian_latent_frames(torch.arange(Tl), 0)
             slot = torch.zeros(len(lat_f), dtype=torch.long)
         else:
             folded = frames + (cfg.time_factor - 1 if cfg.causal_first_frame else 0)
