@@ -9,7 +9,8 @@ import torch
 
 from lyra.data.clip import Clip
 from lyra.eval import SceneFitConfig, fit_scene, heldout_split, nearest_source_frames, target_frames
-from lyra.eval.baselines import init_on_rays
+from lyra.eval.baselines import init_on_rays, source_parallax
+from lyra.eval.report import EvalConfig, format_table, summarize
 from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
 from lyra.render.renderer import GaussianRenderer
 
@@ -104,3 +105,42 @@ def test_scene_fit_refuses_clips_without_metric_depth_and_improves_the_source_fi
         return float((r[0] - clip.rgb.reshape(-1, 16, 16, 3)).abs().mean())
 
     assert err(after) < err(before)
+
+
+def test_source_parallax_is_the_image_motion_to_the_closest_source_view():
+    K = intrinsics_from_fov(60.0, 32, 32)
+    f = float(K[0, 0])
+    src = look_at(torch.tensor([[0.0, 0.0, -4.0], [3.0, 0.0, -4.0]]), torch.tensor([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]))
+    depth = torch.full((3, 32, 32), 4.0)  # a fronto-parallel plane 4 units away
+    # The same camera; one slid sideways by 0.1 along the plane (every point moves f * 0.1 / 4 px);
+    # one slid by 1.5, halfway between the two sources (f * 1.5 / 4 px from either).
+    query = look_at(torch.tensor([[0.0, 0.0, -4.0], [0.1, 0.0, -4.0], [1.5, 0.0, -4.0]]),
+                    torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [1.5, 0.0, 0.0]]))
+    px = source_parallax(src, K.expand(2, 3, 3), query, K.expand(3, 3, 3), depth)
+    torch.testing.assert_close(px, torch.tensor([0.0, f * 0.1 / 4, f * 1.5 / 4]), atol=1e-3, rtol=1e-4)
+    # Unknown depth (0) takes the median known depth; none known at all is refused.
+    holes = depth.clone()
+    holes[:, :16] = 0
+    torch.testing.assert_close(source_parallax(src, K.expand(2, 3, 3), query, K.expand(3, 3, 3), holes), px)
+    with pytest.raises(ValueError, match="known depth"):
+        source_parallax(src, K.expand(2, 3, 3), query, K.expand(3, 3, 3), torch.zeros(3, 32, 32))
+
+
+def test_summary_pools_truth_frames_by_parallax():
+    def rec(scene, frames):
+        return {"scene": scene, "heldout": "spiral", "student": {"truth": {"psnr": 0.0}},
+                "frames": [{"frame": i, "parallax_px": p, "student_psnr": s, "nearest_psnr": n}
+                           for i, (p, s, n) in enumerate(frames)]}
+
+    records = [rec("a", [(0.2, 20.0, 30.0), (2.0, 21.0, 22.0)]), rec("b", [(0.9, 22.0, 28.0), (9.0, 18.0, 15.0)])]
+    summary = summarize(records, (1.0, 4.0))
+    assert (summary["frames|<1px"], summary["frames|1-4px"], summary["frames|>=4px"]) == (2, 1, 1)
+    assert summary["student/truth/psnr|<1px"] == 21.0 and summary["nearest/truth/psnr|<1px"] == 29.0
+    assert summary["student/truth/psnr|>=4px"] == 18.0 and summary["nearest/truth/psnr|1-4px"] == 22.0
+    assert not any("|" in k for k in summarize(records, ()))  # no bins: no split
+    table = format_table(summary)
+    rows = [line for line in table.splitlines() if line.startswith("| <1px") or line.startswith("| >=4px")]
+    assert rows == ["| <1px | 2 | 21.00 | 29.00 |", "| >=4px | 1 | 18.00 | 15.00 |"]
+    assert table.index("| <1px") < table.index("| 1-4px") < table.index("| >=4px")
+    with pytest.raises(ValueError, match="parallax_bins"):
+        EvalConfig(parallax_bins=(4.0, 1.0))

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lyra.data.clip import Clip, ClipBatch
+from lyra.eval.report import parallax_bin_labels
 from lyra.losses.depth import depth_loss, normalize_depth
 from lyra.losses.rendering import RenderingLoss
 from lyra.models import load_decoder_weights
@@ -88,6 +89,19 @@ def test_test_report_holds_student_and_baselines_and_ply(tmp_path):
     assert summary["codec/truth/psnr"] == 100.0 and summary["nearest/truth/psnr"] == pytest.approx(want, abs=1e-3)
     table = (tmp_path / "test" / "summary.md").read_text()
     assert "| student |" in table and "| nearest |" in table and "(right)" in table
+    # Every truth frame with its parallax to the closest source view; pooled by parallax in the summary.
+    for s in scenes:
+        assert [f["frame"] for f in s["frames"]] == [1, 2]  # the batch's truth frames (no "frames" meta)
+        assert sum(f["student_psnr"] for f in s["frames"]) / 2 == pytest.approx(s["student"]["truth"]["psnr"], abs=1e-4)
+        assert all(f["nearest_psnr"] == pytest.approx(want, abs=1e-2) for f in s["frames"])
+    frames = [f for s in scenes for f in s["frames"]]
+    counts = {k.split("|", 1)[1]: v for k, v in summary.items() if k.startswith("frames|")}
+    assert sum(counts.values()) == len(frames) == 4
+    for label in counts:
+        group = [f["student_psnr"] for f in frames
+                 if label == parallax_bin_labels([1.0, 4.0])[int(f["parallax_px"] >= 1) + int(f["parallax_px"] >= 4)]]
+        assert summary[f"student/truth/psnr|{label}"] == pytest.approx(sum(group) / len(group))
+    assert "truth frames by parallax to the closest source view" in table
     plys = sorted((tmp_path / "test" / "ply").glob("*.ply"))
     assert [p.name for p in plys] == ["scene_100_without_right.ply", "scene_101_without_right.ply"]
     from lyra.render.ply import load_ply

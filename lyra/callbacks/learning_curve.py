@@ -94,7 +94,7 @@ class LearningCurve(L.Callback):
             rgb = pl_module.render_targets(g, batch).rgb.reshape(batch.rgb.shape)
             report.add(batch, rgb)
         pl_module.train(was_training)
-        summary = summarize(report.records)
+        summary = summarize(report.records, report.config.parallax_bins)
         point = {"minutes": minutes, "step": trainer.global_step, "eval_seconds": time.perf_counter() - t0, **summary}
         self.points.append(point)
         self._write()

@@ -42,6 +42,43 @@ def nearest_source_frames(
     return (dist + angle_weight * spread * torch.arccos(cos)).argmin(dim=1)
 
 
+def source_parallax(
+    src_c2w: Tensor,  # [S, 4, 4] source cameras
+    src_K: Tensor,  # [S, 3, 3]
+    query_c2w: Tensor,  # [Q, 4, 4]
+    query_K: Tensor,  # [Q, 3, 3]
+    query_depth: Tensor,  # [Q, H, W] z-depth of the query views, 0 = unknown
+    grid: int = 16,
+) -> Tensor:  # [Q] pixels
+    """How far each query view is from the closest source view, in pixels of scene motion: a
+    ``grid x grid`` lattice of the query image is lifted to its depth (unknown depth: the median
+    known depth), projected into every source camera, and the mean distance between where it
+    lands and where it started is minimised over the source cameras.
+
+    Copying the closest source frame (the ``nearest`` baseline) misplaces the view's content by
+    about this much, so the report uses it to tell near-duplicates of source views from novel ones."""
+    Q, H, W = query_depth.shape
+    known = query_depth > 0
+    if not known.any():
+        raise ValueError("source_parallax needs some known depth in the query views")
+    rows = torch.div(torch.arange(grid, device=query_depth.device) * H + H // 2, grid, rounding_mode="floor")
+    cols = torch.div(torch.arange(grid, device=query_depth.device) * W + W // 2, grid, rounding_mode="floor")
+    z = query_depth[:, rows][:, :, cols].reshape(Q, -1)  # [Q, P]
+    z = torch.where(z > 0, z, query_depth[known].median())
+    yy, xx = torch.meshgrid(rows.to(z.dtype) + 0.5, cols.to(z.dtype) + 0.5, indexing="ij")
+    pix = torch.stack([xx, yy], -1).reshape(1, -1, 2).expand(Q, -1, -1)  # [Q, P, 2]
+    cam = torch.cat([(pix - query_K[:, None, :2, 2]) / query_K[:, None, [0, 1], [0, 1]],
+                     torch.ones_like(pix[..., :1])], -1) * z[..., None]
+    world = cam @ query_c2w[:, :3, :3].transpose(-1, -2) + query_c2w[:, None, :3, 3]  # [Q, P, 3]
+    w2c = torch.linalg.inv(src_c2w)  # [S, 4, 4]
+    p = torch.einsum("sij,qpj->qspi", w2c[:, :3, :3], world) + w2c[None, :, None, :3, 3]  # [Q, S, P, 3]
+    uv = p[..., :2] / p[..., 2:].clamp_min(1e-6)
+    proj = torch.einsum("sij,qspj->qspi", src_K[:, :2, :2], uv) + src_K[None, :, None, :2, 2]
+    moved = (proj - pix[:, None]).norm(dim=-1)
+    moved = torch.where(p[..., 2] > 0, moved, torch.full_like(moved, float("inf")))  # behind a source camera
+    return moved.mean(-1).amin(-1)
+
+
 def nearest_frame(
     src: Clip,  # the source views, all frames
     c2w: Tensor,  # [Q, 4, 4] query cameras

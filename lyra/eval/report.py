@@ -11,6 +11,13 @@ Per test sample (one scene, one held-out trajectory; see :mod:`lyra.eval.protoco
 - ``codec``: the teacher's own decoding vs ground truth on the truth frames (the ceiling);
 - ``per_scene`` (opt-in, slow): Gaussians fitted to the source views, scored like the student.
 
+Where the held-out frames' depth is metric (procedural teachers), each record also lists its
+truth ``frames`` with their parallax to the closest source view
+(:func:`~lyra.eval.baselines.source_parallax`, pixels) and the student's and the nearest frame's
+PSNR there; the summary pools them by parallax (``parallax_bins``): copying a source frame is
+nearly exact on near-duplicates of source views and fails on novel ones, so the split shows where
+a student's 3D pays off.
+
 With ``clip_model`` and ``clip_weights`` set, samples with a caption also get ``student/clip/score``:
 the CLIP score (:mod:`lyra.metrics.clip_score`) of the caption against every rendered target frame.
 
@@ -30,9 +37,9 @@ from typing import TYPE_CHECKING, Literal, Sequence
 import torch
 from torch import Tensor, nn
 
-from lyra.eval.baselines import BASELINES, SceneFitConfig, nearest_frame, timed_fit
+from lyra.eval.baselines import BASELINES, SceneFitConfig, nearest_frame, source_parallax, timed_fit
 from lyra.metrics.clip_score import CLIPScore
-from lyra.metrics.image import ImageMetrics
+from lyra.metrics.image import ImageMetrics, psnr
 from lyra.render.renderer import GaussianRenderer
 from lyra.utils.atomic import atomic_write_text
 
@@ -61,6 +68,9 @@ class EvalConfig:
         clip_pretrained_tag: the open_clip pretrained tag those weights come from (e.g.
             ``"laion2b_s34b_b79k"``), read for its image preprocessing only; needed only where the
             architecture's published weights disagree on it (an error says so).
+        parallax_bins: increasing edges, in pixels of parallax to the closest source view, of the
+            groups the summary pools truth frames into (``(1, 4)``: under 1 px, a near-duplicate
+            of a source view; 1-4 px; 4 px and more, a novel view). Empty: no split.
     """
 
     lpips_net: Literal["vgg", "alex"] = "vgg"
@@ -69,8 +79,12 @@ class EvalConfig:
     clip_model: str | None = None
     clip_weights: str | None = None
     clip_pretrained_tag: str | None = None
+    parallax_bins: Sequence[float] = (1.0, 4.0)
 
     def __post_init__(self) -> None:
+        edges = list(self.parallax_bins)
+        if any(e <= 0 for e in edges) or edges != sorted(set(edges)):
+            raise ValueError(f"parallax_bins must be increasing positive pixel counts, got {edges}")
         if isinstance(self.scene_fit, dict):
             self.scene_fit = SceneFitConfig(**self.scene_fit)
         unknown = sorted(set(self.baselines) - set(BASELINES))
@@ -111,6 +125,23 @@ class EvalReport(nn.Module):
     def _scores(self, pred: Tensor, ref: Tensor) -> dict[str, float]:  # [F, H, W, 3] -> frame means
         return {k: float(v.mean()) for k, v in self.metrics(pred, ref).items()}
 
+    def _frames(self, batch: ClipBatch, b: int, v: int, truth: list[int], student: Tensor, nearest: Tensor | None,
+                ) -> list[dict] | None:
+        """Per truth frame: its parallax to the closest source view and both PSNRs (None where the
+        held-out frames' depth is not metric, so the parallax would have no scale)."""
+        src = batch.sources[b] if batch.sources else None
+        if (src is None or batch.depth is None or not batch.depth_is_metric or batch.gt_rgb is None
+                or not (batch.depth[b, v, truth] > 0).any()):
+            return None
+        gt = batch.gt_rgb[b, v, truth]
+        px = source_parallax(src.c2w.reshape(-1, 4, 4).to(batch.c2w), src.K.reshape(-1, 3, 3).to(batch.K),
+                             batch.c2w[b, v, truth], batch.K[b, v, truth], batch.depth[b, v, truth])
+        ps = psnr(student.clamp(0, 1).float(), gt.float())
+        pn = psnr(nearest.clamp(0, 1).float(), gt.float()) if nearest is not None else None
+        frames = batch.meta[b].get("frames", list(range(batch.rgb.shape[2])))
+        return [{"frame": frames[t], "parallax_px": float(px[i]), "student_psnr": float(ps[i]),
+                 **({"nearest_psnr": float(pn[i])} if pn is not None else {})} for i, t in enumerate(truth)]
+
     @torch.no_grad()
     def add(
         self,
@@ -135,7 +166,11 @@ class EvalReport(nn.Module):
                 student["heldout"] = self._scores(rgb[b, v, truth], batch.rgb[b, v, truth])
                 if batch.gt_rgb is not None:
                     student["truth"] = self._scores(rgb[b, v, truth], batch.gt_rgb[b, v, truth])
-                rec.update(self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"]))
+                base = self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"])
+                rec.update({k: val for k, val in base.items() if not k.startswith("_")})
+                frames = self._frames(batch, b, v, truth, rgb[b, v, truth], base.get("_nearest_rgb"))
+                if frames is not None:
+                    rec["frames"] = frames
             if (rec["caption"] or "").strip():
                 if self.clip is not None:  # the prompt against every rendered target frame
                     student["clip"] = {"score": float(self.clip(rgb[b].flatten(0, 1), rec["caption"]).mean())}
@@ -161,6 +196,7 @@ class EvalReport(nn.Module):
                 out["codec"] = {"truth": self._scores(teacher, gt)}
             elif name == "nearest" and src is not None:
                 pred = nearest_frame(src, c2w.cpu()).to(teacher.device)
+                out["_nearest_rgb"] = pred  # for the per-frame split; not a record field
                 out["nearest"] = {"heldout": self._scores(pred, teacher)}
                 if gt is not None:
                     out["nearest"]["truth"] = self._scores(pred, gt)
@@ -193,7 +229,7 @@ class EvalReport(nn.Module):
         return records
 
     def write(self, out_dir: str | Path, records: list[dict]) -> dict[str, float]:
-        summary = summarize(records)
+        summary = summarize(records, self.config.parallax_bins)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "scenes.json", json.dumps(records, indent=1))
@@ -202,10 +238,21 @@ class EvalReport(nn.Module):
         return summary
 
 
-def summarize(records: list[dict]) -> dict[str, float]:
+def parallax_bin_labels(edges: Sequence[float]) -> list[str]:
+    """Names of the parallax groups between ``edges``: (1, 4) -> ["<1px", "1-4px", ">=4px"]."""
+    if not edges:
+        return []
+    return [f"<{edges[0]:g}px", *(f"{a:g}-{b:g}px" for a, b in zip(edges, edges[1:])), f">={edges[-1]:g}px"]
+
+
+def summarize(records: list[dict], parallax_bins: Sequence[float] = (1.0, 4.0)) -> dict[str, float]:
     """Means over records (each scene and held-out trajectory weighs the same) of every
-    ``method/comparison/metric``, also per held-out trajectory as ``...@name``."""
+    ``method/comparison/metric``, also per held-out trajectory as ``...@name``; and, over the
+    truth frames pooled by parallax to the closest source view, ``student/truth/psnr|<bin>``,
+    ``nearest/truth/psnr|<bin>`` and ``frames|<bin>`` (the count)."""
     sums: dict[str, list[float]] = defaultdict(list)
+    labels = parallax_bin_labels(parallax_bins)
+    edges = torch.tensor(list(parallax_bins), dtype=torch.float64)
     for r in records:
         for method in METHODS:
             for comp, scores in r.get(method, {}).items():
@@ -217,10 +264,21 @@ def summarize(records: list[dict]) -> dict[str, float]:
                     sums[f"{method}/{comp}/{k}"].append(val)
                     if "heldout" in r:
                         sums[f"{method}/{comp}/{k}@{r['heldout']}"].append(val)
-    summary = {k: sum(v) / len(v) for k, v in sorted(sums.items())}
+        for f in r.get("frames", []) if labels else []:
+            label = labels[int(torch.bucketize(torch.tensor(f["parallax_px"], dtype=torch.float64), edges, right=True))]
+            sums[f"frames|{label}"].append(1.0)
+            for method in ("student", "nearest"):
+                if f"{method}_psnr" in f:
+                    sums[f"{method}/truth/psnr|{label}"].append(f[f"{method}_psnr"])
+    summary = {k: (sum(v) if k.startswith("frames|") else sum(v) / len(v)) for k, v in sorted(sums.items())}
     summary["num_samples"] = float(len(records))
     summary["num_scenes"] = float(len({r["scene"] for r in records}))
     return summary
+
+
+def _bin_start(label: str) -> float:  # "<1px" -> 0, "1-4px" -> 1, ">=4px" -> 4
+    body = label.rstrip("px").lstrip("<>=")
+    return 0.0 if label.startswith("<") else float(body.split("-")[0])
 
 
 def format_table(summary: dict[str, float]) -> str:
@@ -247,6 +305,14 @@ def format_table(summary: dict[str, float]) -> str:
                            if f"student/clip/score@{h}" in summary)
         lines.append(f"\nCLIP score, caption vs student renders (100 x max(cos, 0), samples with a caption): "
                      f"{summary['student/clip/score']:.2f}{per_held}")
+    groups = [k.split("|", 1)[1] for k in summary if k.startswith("frames|")]
+    if groups:
+        lines.append("\n| truth frames by parallax to the closest source view | frames | student PSNR | nearest PSNR |")
+        lines.append("|---|---|---|---|")
+        for lab in sorted(groups, key=_bin_start):
+            cells = [f"{summary[f'{m}/truth/psnr|{lab}']:.2f}" if f"{m}/truth/psnr|{lab}" in summary else "-"
+                     for m in ("student", "nearest")]
+            lines.append(f"| {lab} | {int(summary[f'frames|{lab}'])} | " + " | ".join(cells) + " |")
     lines.append(f"\n{int(summary['num_scenes'])} scenes, {int(summary['num_samples'])} samples "
                  "(scene x held-out trajectory); protocol: docs/evaluation.md")
     return "\n".join(lines) + "\n"

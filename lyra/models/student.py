@@ -199,7 +199,7 @@ class StudentModule(L.LightningModule):
             summary = self.report.write(self.test_dir, records)
             print(format_table(summary))
         else:
-            summary = summarize(records)
+            summary = summarize(records, self.eval_config.parallax_bins)
         for k, v in summary.items():
             self.log(f"test/{k}", v, sync_dist=False, rank_zero_only=True)
 
