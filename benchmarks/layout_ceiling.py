@@ -2,6 +2,8 @@
 
     python benchmarks/layout_ceiling.py                                  # the table in docs/benchmarks.md
     python benchmarks/layout_ceiling.py --strides 8 4 --frame-strides 1 --scenes 1 --steps 20
+    python benchmarks/layout_ceiling.py --scenes 1 --heldout spiral --frame-strides 4 --strides 4 \
+        --fit all opacities colors scales means            # which parameters the fit needs
 
 A decoder emits one Gaussian per s x s pixel block (s = 8: one per latent pixel of an 8x codec;
 s = 4: 2x2 per latent pixel, ...) of every frame (or of every k-th frame) of its source
@@ -10,7 +12,9 @@ decoder's own rays, initialised at the true depth (sky at a far depth), fitted t
 views' teacher RGB with Adam (``lyra.eval.baselines.fit_scene``), then scored on the held-out
 trajectory against ground truth with the protocol of ``lyra.eval`` (frames 4, 8, 12, 16 of 17).
 If a layout cannot beat the nearest source frame even fitted per scene, no decoder trained in
-that layout can. Prints a table and one JSON line.
+that layout can. ``--fit`` fits only some parameter groups (the others stay at their
+initialisation), one row each: which of them a decoder must get right. Prints a table and one
+JSON line.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from lyra.render.renderer import GaussianRenderer
 from lyra.utils.atomic import atomic_write_text
 
 
+# Parameter groups of --fit and the SceneFitConfig learning rates each one owns.
+FIT_GROUPS = {"means": ("lr_means",), "scales": ("lr_scales", "lr_quats"), "opacities": ("lr_opacities",),
+              "colors": ("lr_colors",)}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strides", type=int, nargs="+", default=[8, 4, 2], help="pixels per Gaussian (s)")
@@ -52,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--init-scale", type=float, nargs="+", default=[0.5],
                     help="initial Gaussian scale(s), fraction of the pixel block (one row each)")
     ap.add_argument("--init-opacity", type=float, default=0.7310585786300049, help="initial opacity")
+    ap.add_argument("--fit", nargs="+", default=["all"], choices=["all", *FIT_GROUPS],
+                    help="parameter groups to fit, one row each (scales: scales and rotations)")
     ap.add_argument("--views-per-step", type=int, default=2)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--frames", type=int, default=17)
@@ -84,14 +95,16 @@ def main(argv: list[str] | None = None) -> dict:
                          "ssim": float(ssim(tgt.rgb[v, truth], gt).mean())})
             print(f"scene {k} held-out {held}: nearest {rows[-2]['psnr']:.2f} dB, codec {rows[-1]['psnr']:.2f} dB",
                   flush=True)
-            for fs, s, scale in itertools.product(args.frame_strides, args.strides, args.init_scale):
+            for fs, s, scale, fit in itertools.product(args.frame_strides, args.strides, args.init_scale, args.fit):
                 n = src.num_views * len(range(0, src.num_frames, fs)) * (args.size // s) ** 2
                 if n > args.max_gaussians:
                     print(f"  skip frame stride {fs}, s={s}: {n} Gaussians > --max-gaussians", flush=True)
                     continue
+                frozen = {} if fit == "all" else {lr: 0.0 for g, lrs in FIT_GROUPS.items() if g != fit for lr in lrs}
                 cfg = SceneFitConfig(steps=args.steps, views_per_step=args.views_per_step, frame_stride=fs,
-                                     pixel_stride=s, init_scale=scale, init_opacity=args.init_opacity)
-                name = f"fs{fs}_s{s}" + (f"_scale{scale:g}" if len(args.init_scale) > 1 else "")
+                                     pixel_stride=s, init_scale=scale, init_opacity=args.init_opacity, **frozen)
+                name = (f"fs{fs}_s{s}" + (f"_scale{scale:g}" if len(args.init_scale) > 1 else "")
+                        + (f"_fit_{fit}" if args.fit != ["all"] else ""))
                 t0 = time.perf_counter()
                 g = fit_scene(src, renderer, cfg)
                 seconds = time.perf_counter() - t0
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
                     src_K = src.K[:, src_frames].reshape(-1, 3, 3)
                     src_pred = renderer.render_path(g[0], src_c2w, src_K, args.size, args.size)
                 src_rgb = src.rgb[:, src_frames].reshape(-1, args.size, args.size, 3)
-                rows.append({"scene": k, "heldout": held, "layout": name, "frame_stride": fs, "init_scale": scale,
+                rows.append({"scene": k, "heldout": held, "layout": name, "frame_stride": fs, "init_scale": scale, "fit": fit,
                              "pixel_stride": s, "gaussians": n, "psnr": float(psnr(pred, gt).mean()),
                              "ssim": float(ssim(pred, gt).mean()),
                              "src_psnr": float(psnr(src_pred, src_rgb).mean()), "seconds": seconds})

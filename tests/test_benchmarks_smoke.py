@@ -59,6 +59,10 @@ def test_layout_ceiling_smoke_fits_one_layout_and_scores_it_beside_the_baselines
     assert all(math.isfinite(r["psnr"]) and 0 < r["psnr"] < 100 for r in rows.values())
     assert rows["codec"]["psnr"] > fit["psnr"]  # two Adam steps stay far below the teacher's own decoding
     assert "up/fs4_s16" in res["summary"] and "PSNR gt" in text
+    # --fit: one row per parameter group, named after it
+    res, _ = _run("layout_ceiling.py", "--strides", "16", "--frame-strides", "4", "--scenes", "1", "--steps", "2",
+                  "--heldout", "up", "--size", "64", "--threads", "1", "--fit", "all", "colors")
+    assert {r["layout"] for r in res["rows"]} == {"nearest", "codec", "fs4_s16_fit_all", "fs4_s16_fit_colors"}
 
 
 def test_compare_curves_tables_and_plots_two_runs(tmp_path):

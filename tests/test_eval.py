@@ -144,3 +144,16 @@ def test_summary_pools_truth_frames_by_parallax():
     assert table.index("| <1px") < table.index("| 1-4px") < table.index("| >=4px")
     with pytest.raises(ValueError, match="parallax_bins"):
         EvalConfig(parallax_bins=(4.0, 1.0))
+
+
+def test_scene_fit_with_zero_learning_rates_keeps_those_parameters():
+    clip = toy_clip(views=3, frames=5, size=16)
+    src, _ = heldout_split(clip, "spiral", 3)
+    cfg = SceneFitConfig(steps=3, frame_stride=2, pixel_stride=4, lr_means=0.0, lr_scales=0.0, lr_quats=0.0,
+                         lr_opacities=0.0)
+    start = init_on_rays(src, cfg)
+    g = fit_scene(src, GaussianRenderer(backend="torch", render_mode="RGB"), cfg)
+    torch.testing.assert_close(g.means[0], start["means"])
+    torch.testing.assert_close(g.scales[0], start["log_scales"].exp())
+    torch.testing.assert_close(g.opacities[0], torch.sigmoid(start["opacity_logits"]))
+    assert not torch.allclose(g.colors[0], torch.sigmoid(start["color_logits"]))  # only the colours moved

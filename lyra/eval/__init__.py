@@ -3,9 +3,10 @@
 ``lightning test`` (``StudentModule.test_step``) and ``benchmarks/`` both use it.
 """
 
-from lyra.eval.baselines import BASELINES, SceneFitConfig, fit_scene, nearest_frame, nearest_source_frames
+from lyra.eval.baselines import (BASELINES, SceneFitConfig, fit_scene, nearest_frame, nearest_source_frames,
+                                 source_parallax)
 from lyra.eval.protocol import heldout_split, target_frames
-from lyra.eval.report import EvalConfig, EvalReport, format_table, summarize
+from lyra.eval.report import EvalConfig, EvalReport, format_table, parallax_bin_labels, summarize
 
 __all__ = [
     "BASELINES",
@@ -16,7 +17,9 @@ __all__ = [
     "format_table",
     "heldout_split",
     "nearest_frame",
+    "parallax_bin_labels",
     "nearest_source_frames",
+    "source_parallax",
     "summarize",
     "target_frames",
 ]
