@@ -27,6 +27,7 @@ the CLIP score (:mod:`lyra.metrics.clip_score`) of the caption against every ren
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from collections import defaultdict
@@ -125,8 +126,8 @@ class EvalReport(nn.Module):
     def _scores(self, pred: Tensor, ref: Tensor) -> dict[str, float]:  # [F, H, W, 3] -> frame means
         return {k: float(v.mean()) for k, v in self.metrics(pred, ref).items()}
 
-    def _frames(self, batch: ClipBatch, b: int, v: int, truth: list[int], student: Tensor, nearest: Tensor | None,
-                ) -> list[dict] | None:
+    def _frames(self, batch: ClipBatch, b: int, v: int, truth: list[int], student: Tensor,
+                nearest_psnr: list[float] | None) -> list[dict] | None:
         """Per truth frame: its parallax to the closest source view and both PSNRs (None where the
         held-out frames' depth is not metric, so the parallax would have no scale)."""
         src = batch.sources[b] if batch.sources else None
@@ -137,10 +138,10 @@ class EvalReport(nn.Module):
         px = source_parallax(src.c2w.reshape(-1, 4, 4).to(batch.c2w), src.K.reshape(-1, 3, 3).to(batch.K),
                              batch.c2w[b, v, truth], batch.K[b, v, truth], batch.depth[b, v, truth])
         ps = psnr(student.clamp(0, 1).float(), gt.float())
-        pn = psnr(nearest.clamp(0, 1).float(), gt.float()) if nearest is not None else None
         frames = batch.meta[b].get("frames", list(range(batch.rgb.shape[2])))
         return [{"frame": frames[t], "parallax_px": float(px[i]), "student_psnr": float(ps[i]),
-                 **({"nearest_psnr": float(pn[i])} if pn is not None else {})} for i, t in enumerate(truth)]
+                 **({"nearest_psnr": nearest_psnr[i]} if nearest_psnr is not None else {})}
+                for i, t in enumerate(truth)]
 
     @torch.no_grad()
     def add(
@@ -168,7 +169,7 @@ class EvalReport(nn.Module):
                     student["truth"] = self._scores(rgb[b, v, truth], batch.gt_rgb[b, v, truth])
                 base = self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"])
                 rec.update({k: val for k, val in base.items() if not k.startswith("_")})
-                frames = self._frames(batch, b, v, truth, rgb[b, v, truth], base.get("_nearest_rgb"))
+                frames = self._frames(batch, b, v, truth, rgb[b, v, truth], base.get("_nearest_truth_psnr"))
                 if frames is not None:
                     rec["frames"] = frames
             if (rec["caption"] or "").strip():
@@ -196,10 +197,11 @@ class EvalReport(nn.Module):
                 out["codec"] = {"truth": self._scores(teacher, gt)}
             elif name == "nearest" and src is not None:
                 pred = nearest_frame(src, c2w.cpu()).to(teacher.device)
-                out["_nearest_rgb"] = pred  # for the per-frame split; not a record field
                 out["nearest"] = {"heldout": self._scores(pred, teacher)}
                 if gt is not None:
                     out["nearest"]["truth"] = self._scores(pred, gt)
+                    # per frame, for the parallax split (cached with the rest; not a record field)
+                    out["_nearest_truth_psnr"] = psnr(pred.clamp(0, 1).float(), gt.float()).tolist()
             elif name == "per_scene" and src is not None and src.depth is not None and src.depth_is_metric:
                 g, seconds = timed_fit(src, self.fit_renderer, self.config.scene_fit)
                 g = g.to(teacher.device)
@@ -251,8 +253,7 @@ def summarize(records: list[dict], parallax_bins: Sequence[float] = (1.0, 4.0)) 
     truth frames pooled by parallax to the closest source view, ``student/truth/psnr|<bin>``,
     ``nearest/truth/psnr|<bin>`` and ``frames|<bin>`` (the count)."""
     sums: dict[str, list[float]] = defaultdict(list)
-    labels = parallax_bin_labels(parallax_bins)
-    edges = torch.tensor(list(parallax_bins), dtype=torch.float64)
+    labels, edges = parallax_bin_labels(parallax_bins), list(parallax_bins)
     for r in records:
         for method in METHODS:
             for comp, scores in r.get(method, {}).items():
@@ -265,7 +266,7 @@ def summarize(records: list[dict], parallax_bins: Sequence[float] = (1.0, 4.0)) 
                     if "heldout" in r:
                         sums[f"{method}/{comp}/{k}@{r['heldout']}"].append(val)
         for f in r.get("frames", []) if labels else []:
-            label = labels[int(torch.bucketize(torch.tensor(f["parallax_px"], dtype=torch.float64), edges, right=True))]
+            label = labels[bisect.bisect_right(edges, f["parallax_px"])]
             sums[f"frames|{label}"].append(1.0)
             for method in ("student", "nearest"):
                 if f"{method}_psnr" in f:
