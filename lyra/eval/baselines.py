@@ -52,7 +52,7 @@ def source_parallax(
 ) -> Tensor:  # [Q] pixels
     """How far each query view is from the closest source view, in pixels of scene motion: a
     ``grid x grid`` lattice of the query image is lifted to its depth (unknown depth: the median
-    known depth), projected into every source camera, and the mean distance between where it
+    known depth of all the query views), projected into every source camera, and the mean distance between where it
     lands and where it started is minimised over the source cameras.
 
     Copying the closest source frame (the ``nearest`` baseline) misplaces the view's content by
