@@ -85,6 +85,11 @@ def test_benchmark_overlays_build_on_the_static_config(in_tmp):
     cfg = cli.model.decoder.config
     assert (cfg.density, cfg.gaussian_frames, cfg.latent_skip) == (1, "all", False)
     assert cli.datamodule.targets == "source" and cli.model.renderer.backend == "torch"
+    now = build(*configs("static.yaml")).model.decoder.config
+    assert (now.density, now.latent_frames_per_view) == (4, 2)  # the CPU layout since the 2-seed repeat
+    cfg = build(*configs("static.yaml"), "--config", str(ROOT / "benchmarks/configs/cpu_default_2026-12-01.yaml")
+                ).model.decoder.config
+    assert (cfg.density, cfg.gaussian_frames, cfg.latent_frames_per_view) == (2, "latent", None)
 
 
 @pytest.mark.parametrize("stage", STAGES)

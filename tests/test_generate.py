@@ -46,8 +46,10 @@ BODY = ["--model.init_args.decoder.init_args.body.width", "32", "--model.init_ar
         "8", "--model.init_args.decoder.init_args.latent_channels", str(C)]
 TINY_CLIP = ["--clip.num_frames", "5", "--clip.height", "32", "--clip.width", "32"]
 # The Gaussian layout of conftest.tiny_decoder (the paper's), where the CPU configs use another.
-PAPER_LAYOUT = ["--model.init_args.decoder.init_args.density", "1", "--model.init_args.decoder.init_args.gaussian_frames",
-                "all", "--model.init_args.decoder.init_args.latent_skip", "false"]
+# A YAML overlay rather than flags: under the configs' omegaconf+ parser mode a `null` flag arrives as
+# the string "None".
+PAPER_LAYOUT = ["--config", "model:\n  init_args:\n    decoder:\n      init_args:\n        density: 1\n"
+                "        gaussian_frames: all\n        latent_frames_per_view: null\n        latent_skip: false\n"]
 FAST = ["--quiet", "--orbit-frames", "4"]
 
 
@@ -324,8 +326,8 @@ def test_generate_procedural_with_the_trained_decoder(trained_run, tmp_path, cap
     assert times == meta["times"] and [f.name for f in files] == [f"t{i:03d}.ply" for i in range(5)]
     ply = PlyData.read(str(files[2]))
     assert [p.name for p in ply["vertex"].properties] == STANDARD_PLY
-    # configs/dynamic.yaml's layout: 3 views x 2 latent frames x 4 x 4 latent pixels x 2 x 2 Gaussians each
-    assert ply["vertex"].count == 3 * 2 * 4 * 4 * 2 * 2 == meta["num_gaussians"]
+    # configs/dynamic.yaml's layout: 3 views x 2 latent frames (first and last) x 4 x 4 latent pixels x 4 x 4 Gaussians
+    assert ply["vertex"].count == 3 * 2 * 4 * 4 * 4 * 4 == meta["num_gaussians"]
     # videos, sheet, camera paths
     assert iio.imread(out / "orbit.mp4").shape == (4, 32, 32, 3)
     assert iio.imread(out / "inputs.mp4").shape == (5, 3 * 32, 2 * 32, 3)  # rows: views; teacher | render
