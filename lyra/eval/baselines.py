@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lyra.render.cameras import pixel_rays, resize_intrinsics
+from lyra.render.cameras import c2w_to_viewmat, pixel_rays, resize_intrinsics, world_to_pixels
 from lyra.render.gaussians import Gaussians
 from lyra.render.renderer import GaussianRenderer
 
@@ -50,10 +50,10 @@ def source_parallax(
     query_depth: Tensor,  # [Q, H, W] z-depth of the query views, 0 = unknown
     grid: int = 16,
 ) -> Tensor:  # [Q] pixels
-    """How far each query view is from the closest source view, in pixels of scene motion: a
-    ``grid x grid`` lattice of the query image is lifted to its depth (unknown depth: the median
-    known depth of all the query views), projected into every source camera, and the mean distance between where it
-    lands and where it started is minimised over the source cameras.
+    """How far each query view is from the closest source view, in pixels of scene motion: the
+    centres of a ``grid x grid`` block lattice of the query image are lifted to their depth
+    (unknown depth: the median known depth of all the query views), projected into every source
+    camera, and the mean distance they move is minimised over the source cameras.
 
     Copying the closest source frame (the ``nearest`` baseline) misplaces the view's content by
     about this much, so the report uses it to tell near-duplicates of source views from novel ones."""
@@ -61,21 +61,16 @@ def source_parallax(
     known = query_depth > 0
     if not known.any():
         raise ValueError("source_parallax needs some known depth in the query views")
-    rows = torch.div(torch.arange(grid, device=query_depth.device) * H + H // 2, grid, rounding_mode="floor")
-    cols = torch.div(torch.arange(grid, device=query_depth.device) * W + W // 2, grid, rounding_mode="floor")
-    z = query_depth[:, rows][:, :, cols].reshape(Q, -1)  # [Q, P]
+    origins, dirs = pixel_rays(query_c2w, resize_intrinsics(query_K, (H, W), (grid, grid)), grid, grid)
+    centre = (torch.arange(grid, device=query_depth.device) + 0.5) / grid  # block centres, as fractions
+    z = query_depth[:, (centre * H).long()][:, :, (centre * W).long()]  # [Q, grid, grid]
     z = torch.where(z > 0, z, query_depth[known].median())
-    yy, xx = torch.meshgrid(rows.to(z.dtype) + 0.5, cols.to(z.dtype) + 0.5, indexing="ij")
-    pix = torch.stack([xx, yy], -1).reshape(1, -1, 2).expand(Q, -1, -1)  # [Q, P, 2]
-    cam = torch.cat([(pix - query_K[:, None, :2, 2]) / query_K[:, None, [0, 1], [0, 1]],
-                     torch.ones_like(pix[..., :1])], -1) * z[..., None]
-    world = cam @ query_c2w[:, :3, :3].transpose(-1, -2) + query_c2w[:, None, :3, 3]  # [Q, P, 3]
-    w2c = torch.linalg.inv(src_c2w)  # [S, 4, 4]
-    p = torch.einsum("sij,qpj->qspi", w2c[:, :3, :3], world) + w2c[None, :, None, :3, 3]  # [Q, S, P, 3]
-    uv = p[..., :2] / p[..., 2:].clamp_min(1e-6)
-    proj = torch.einsum("sij,qspj->qspi", src_K[:, :2, :2], uv) + src_K[None, :, None, :2, 2]
-    moved = (proj - pix[:, None]).norm(dim=-1)
-    moved = torch.where(p[..., 2] > 0, moved, torch.full_like(moved, float("inf")))  # behind a source camera
+    cos = (dirs * query_c2w[:, None, None, :3, 2]).sum(-1)  # z-depth -> distance along the ray
+    points = (origins + dirs * (z / cos)[..., None]).reshape(Q, 1, -1, 3)  # [Q, 1, P, 3]
+    here, _ = world_to_pixels(points[:, 0], c2w_to_viewmat(query_c2w), query_K)  # [Q, P, 2]
+    there, depth = world_to_pixels(points, c2w_to_viewmat(src_c2w)[None], src_K[None])  # [Q, S, P, 2]
+    moved = (there - here[:, None]).norm(dim=-1)
+    moved = torch.where(depth > 0, moved, torch.full_like(moved, float("inf")))  # behind a source camera
     return moved.mean(-1).amin(-1)
 
 
