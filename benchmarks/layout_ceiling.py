@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
                     src_K = src.K[:, src_frames].reshape(-1, 3, 3)
                     src_pred = renderer.render_path(g[0], src_c2w, src_K, args.size, args.size)
                 src_rgb = src.rgb[:, src_frames].reshape(-1, args.size, args.size, 3)
-                rows.append({"scene": k, "heldout": held, "layout": name, "frame_stride": fs, "init_scale": scale, "fit": fit,
-                             "pixel_stride": s, "gaussians": n, "psnr": float(psnr(pred, gt).mean()),
+                rows.append({"scene": k, "heldout": held, "layout": name, "frame_stride": fs, "init_scale": scale,
+                             "fit": fit, "pixel_stride": s, "gaussians": n, "psnr": float(psnr(pred, gt).mean()),
                              "ssim": float(ssim(pred, gt).mean()),
                              "src_psnr": float(psnr(src_pred, src_rgb).mean()), "seconds": seconds})
                 print(f"  frame stride {fs:2d}  s={s}  N={n:7d}  held-out {rows[-1]['psnr']:.2f} dB  "
