@@ -302,6 +302,31 @@ def test_compiled_compositor_equals_the_pytorch_reference(opacity, dtype):
         assert (out["cpp"][1] > 0.999).float().mean() > 0.2  # saturated pixels exercise the early stop
 
 
+def test_compiled_compositor_is_the_same_for_any_thread_count():
+    """Tiles run in parallel and several tiles' work lands on one Gaussian: the per-entry gradient
+    slots are reduced in a fixed order, so images and gradients are bitwise equal with 1 and 2
+    threads (a race or an order that depends on scheduling would break it)."""
+    means, quats, scales, opac, colors = random_scene(800, seed=31, opacity=0.3, scale=0.1)
+    vm, K = rotated_cameras(2, 48, 40)
+    p = project_gaussians(means, quats, scales, opac, vm, K, 48, 40)
+    inputs = [p.means2d.detach(), p.conics.detach(), colors[None].expand(2, -1, -1).contiguous(),
+              p.opacities.detach(), torch.rand(2, 3)]
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            xs = [t.clone().requires_grad_(True) for t in inputs]
+            img, a = rasterize_to_pixels_cpp(xs[0], xs[1], xs[2], xs[3], p.radii, p.depths.detach(), 48, 40, 16, xs[4])
+            (img.square().sum() + a.sum()).backward()
+            out.append([img.detach(), a.detach()] + [x.grad for x in xs])
+    finally:
+        torch.set_num_threads(threads)
+    assert out[0][2].abs().sum() > 0  # gradients flowed
+    for one, two in zip(*out):
+        assert torch.equal(one, two)
+
+
 def test_a_chunk_whose_pairs_all_lie_behind_the_stop_has_a_backward():
     """Regression: a depth chunk in which every pair is behind its pixel's early stop used to leave
     an empty record that crashed the backward (seen in a per-scene fit)."""

@@ -1,10 +1,13 @@
 """The compiled CPU compositor (``csrc/composite_cpu.cpp``) behind the ``"cpp"`` backend.
 
 Same arguments, outputs and semantics as :func:`lyra.render.composite_torch.rasterize_to_pixels_torch`
-(the plain PyTorch reference it is tested against), but one pass over (Gaussian, pixel) pairs in
-C++ with per-pixel state instead of lists of pairs: much faster on CPU, above all for translucent
-scenes, and O(pixels) memory. It is built on first use with ``torch.utils.cpp_extension`` (a C++
-compiler and ninja are needed; the build is cached per machine, by default under
+(the plain PyTorch reference it is tested against), but compiled and tile-major like gsplat's CUDA
+kernels: the depth-ordered Gaussians reaching each 16x16 tile are listed once (``composite_bin``),
+then forward and backward run tile by tile, the tiles of every image in parallel, with per-pixel
+state instead of lists of pairs and only the pixels of each Gaussian's alpha >= 1/255 ellipse
+visited. Much faster than the reference on CPU, above all for translucent scenes, in O(pixels +
+tile entries) memory. It is built on first use with ``torch.utils.cpp_extension`` (a C++ compiler
+and ninja are needed; the build is cached per machine, by default under
 ``~/.cache/torch_extensions``). When it cannot be built, :func:`cpp_compositor_available` says why
 once and ``backend="auto"`` falls back to the PyTorch compositor.
 """
@@ -60,18 +63,19 @@ class _CompositeCpp(torch.autograd.Function):
         boxes = torch.stack([x0, x1, y0, y1], dim=-1).contiguous()
         order, n_valid = _depth_order(radii, depths)
         args = [t.contiguous() for t in (means2d, conics, colors, opacities)]
-        render, t_final, stop = _extension().composite_forward(*args, boxes, order, n_valid, background.contiguous(),
-                                                               width, height, tile_size)
-        ctx.save_for_backward(*args, boxes, order, n_valid, background, t_final, stop)
+        ext = _extension()
+        bins = ext.composite_bin(args[0], args[1], args[3], boxes, order, n_valid, width, height, tile_size)
+        background = background.contiguous()
+        render, t_final, stop, tile_last = ext.composite_forward(*args, order, n_valid, *bins, background,
+                                                                 width, height, tile_size)
+        ctx.save_for_backward(*args, order, n_valid, *bins, background, t_final, stop, tile_last)
         ctx.size = (width, height, tile_size)
         return render, (1.0 - t_final).to(colors.dtype)[..., None]
 
     @staticmethod
     def backward(ctx, grad_render, grad_alpha):
-        means2d, conics, colors, opacities, boxes, order, n_valid, background, t_final, stop = ctx.saved_tensors
         width, height, tile_size = ctx.size
-        grads = _extension().composite_backward(means2d, conics, colors, opacities, boxes, order, n_valid, background,
-                                                t_final, stop, grad_render.contiguous(),
+        grads = _extension().composite_backward(*ctx.saved_tensors, grad_render.contiguous(),
                                                 grad_alpha[..., 0].contiguous(), width, height, tile_size)
         return (*grads, None, None, None, None, None)
 
