@@ -32,7 +32,14 @@ SOURCE = Path(__file__).with_name("csrc") / "composite_cpu.cpp"
 def _extension():
     from torch.utils.cpp_extension import load
 
-    return load(name="lyra_composite_cpu", sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+    # With OpenMP the tiles run on PyTorch's own intra-op threads (the process already holds the
+    # libgomp PyTorch links, so there is one thread pool); a compiler without OpenMP still gets the
+    # compiled compositor, on one thread.
+    try:
+        return load(name="lyra_composite_cpu_omp", sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception:  # noqa: BLE001  (a compiler without OpenMP fails in many ways)
+        return load(name="lyra_composite_cpu", sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
 
 
 @functools.lru_cache(maxsize=1)
