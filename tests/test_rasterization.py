@@ -327,6 +327,31 @@ def test_compiled_compositor_is_the_same_for_any_thread_count():
         assert torch.equal(one, two)
 
 
+def test_compiled_compositor_builds_without_openmp(monkeypatch):
+    """The OpenMP build is tried first; a compiler without OpenMP still gets the compiled compositor
+    (one thread), not the PyTorch fallback."""
+    import torch.utils.cpp_extension as cpp_ext
+
+    from lyra.render import composite_cpp
+
+    calls = []
+
+    def fake_load(name, sources, extra_cflags=(), extra_ldflags=(), verbose=False):
+        calls.append((name, list(extra_cflags)))
+        if "-fopenmp" in extra_cflags:
+            raise RuntimeError("g++: error: unrecognized command-line option '-fopenmp'")
+        return "serial build"
+
+    monkeypatch.setattr(cpp_ext, "load", fake_load)
+    composite_cpp._extension.cache_clear()
+    try:
+        assert composite_cpp._extension() == "serial build"
+    finally:
+        composite_cpp._extension.cache_clear()  # the next caller loads the real build again
+    assert [c[0] for c in calls] == ["lyra_composite_cpu_omp", "lyra_composite_cpu"]
+    assert "-fopenmp" not in calls[1][1]
+
+
 def test_a_chunk_whose_pairs_all_lie_behind_the_stop_has_a_backward():
     """Regression: a depth chunk in which every pair is behind its pixel's early stop used to leave
     an empty record that crashed the backward (seen in a per-scene fit)."""
