@@ -302,6 +302,32 @@ def test_compiled_compositor_equals_the_pytorch_reference(opacity, dtype):
         assert (out["cpp"][1] > 0.999).float().mean() > 0.2  # saturated pixels exercise the early stop
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gaussians_on_the_camera_plane_leave_every_gradient_finite(backend):
+    """Regression: a Gaussian at (or just behind) the camera plane is culled, but its Jacobian at
+    tz ~ 0 used to overflow; the NaN reached every gradient of the batch through autograd (seen as
+    NaN weights after a training step). Culled, it must change neither the image nor any gradient."""
+    means, quats, scales, opac, colors = random_scene(60, seed=41, opacity=0.8)
+    viewmats = torch.eye(4)[None]  # camera coordinates are world coordinates: tz exactly as written
+    Ks = torch.tensor([[[100.0, 0.0, 20.0], [0.0, 100.0, 16.0], [0.0, 0.0, 1.0]]])
+    on_plane = torch.tensor([[0.2, 0.1, 1e-9], [-0.1, 0.3, -1e-7]])
+    extra = [on_plane, torch.randn(2, 4), torch.full((2, 3), 0.3), torch.full((2,), 0.9), torch.rand(2, 3)]
+    grads, images = [], []
+    for fields in ([means, quats, scales, opac, colors],
+                   [torch.cat([a, b]) for a, b in zip((means, quats, scales, opac, colors), extra)]):
+        params = [t.clone().requires_grad_(True) for t in fields]
+        img, alpha, meta = rasterization(*params, viewmats, Ks, 40, 32, backend=backend)
+        grads.append(torch.autograd.grad(img.sum() + alpha.sum(), params))
+        images.append(img.detach())
+    assert (meta["radii"][0, -2:] == 0).all()  # both culled
+    assert torch.isfinite(meta["conics"]).all() and torch.isfinite(meta["means2d"]).all()
+    torch.testing.assert_close(images[1], images[0])
+    for without, with_plane in zip(*grads):
+        assert torch.isfinite(with_plane).all()
+        torch.testing.assert_close(with_plane[:60], without)
+        assert (with_plane[60:] == 0).all()
+
+
 def test_compiled_compositor_is_the_same_for_any_thread_count():
     """Tiles run in parallel and several tiles' work lands on one Gaussian: the per-entry gradient
     slots are reduced in a fixed order, so images and gradients are bitwise equal with 1 and 2
