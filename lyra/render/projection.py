@@ -69,8 +69,8 @@ def project_gaussians(
     lim_x_neg = cx / fx + 0.3 * tan_fovx
     lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
     lim_y_neg = cy / fy + 0.3 * tan_fovy
-    # Gaussians in front of the near plane are culled (radius 0), but autograd still runs through
-    # their entries: at tz ~ 0 the Jacobian overflows, det(cov2d) becomes inf - inf = NaN, and
+    # Gaussians nearer than the near plane (or behind the camera) are culled (radius 0), but
+    # autograd still runs through their entries: at tz ~ 0 the Jacobian overflows, det(cov2d) becomes inf - inf = NaN, and
     # 0 * NaN poisons every gradient of the batch. Project them as if at depth 1: finite values
     # that nothing reads, and no gradient.
     safe_tz = torch.where(tz >= near_plane, tz, torch.ones_like(tz)).clamp_min(1e-12)
