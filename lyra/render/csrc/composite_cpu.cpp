@@ -32,13 +32,22 @@ constexpr double kMaxAlpha = 0.999;
 constexpr double kMinTransmittance = 1e-4;
 constexpr int64_t kGradSlots = 6;  // per entry: d/d means2d (2), conics (3), opacity (1); then colours
 
+// The sigma below which a Gaussian of opacity op reaches alpha >= 1/255: ln(255 op), <= 0 when
+// it never does. Forward, backward and binning all test against this one level.
+inline double alpha_level(double op) { return std::log(std::max(op, kAlphaThreshold) / kAlphaThreshold); }
+
+// The same level with a margin for float32 round-off: a sigma above it cannot give alpha >= 1/255,
+// so the pair is skipped before its exp (the exact alpha test still decides the rest).
+template <typename scalar_t>
+inline scalar_t sigma_cutoff(double level) { return scalar_t(level * (1.0 + 1e-4) + 1e-6); }
+
 // The pixel rectangle [x0, x1) x [y0, y1) where a Gaussian can reach alpha >= 1/255: its tile box
 // intersected with the bounding box of the ellipse sigma <= ln(255 opacity), one pixel of slack
 // (the exact per-pixel test decides). Empty when the opacity is below the threshold.
 template <typename scalar_t>
 inline void reach(const scalar_t* m2, const scalar_t* q, scalar_t op, const int64_t* box, int32_t* rect) {
   int64_t x0 = box[0], x1 = box[1], y0 = box[2], y1 = box[3];
-  const double level = std::log(std::max(double(op), kAlphaThreshold) / kAlphaThreshold);
+  const double level = alpha_level(double(op));
   if (level <= 0) {
     rect[0] = rect[1] = static_cast<int32_t>(x0);
     rect[2] = rect[3] = static_cast<int32_t>(y0);
@@ -213,8 +222,8 @@ std::vector<torch::Tensor> composite_forward(
           const scalar_t* col = ca + g * D;
           const int64_t x0 = std::max<int64_t>(px0, rect[0]), x1 = std::min<int64_t>(px1, rect[1]);
           const int64_t y0 = std::max<int64_t>(py0, rect[2]), y1 = std::min<int64_t>(py1, rect[3]);
-          const double level = std::log(std::max(double(op), kAlphaThreshold) / kAlphaThreshold);
-          const scalar_t cutoff = scalar_t(level * (1.0 + 1e-4) + 1e-6);  // beyond it alpha < 1/255
+          const double level = alpha_level(double(op));
+          const scalar_t cutoff = sigma_cutoff<scalar_t>(level);
           for (int64_t y = y0; y < y1; ++y) {
             const scalar_t dy = my - (scalar_t(y) + scalar_t(0.5));
             const scalar_t row = scalar_t(0.5) * c * dy * dy, cross = b * dy;
@@ -328,8 +337,8 @@ std::vector<torch::Tensor> composite_backward(
           const int64_t x0 = std::max<int64_t>(px0, rect[0]), x1 = std::min<int64_t>(px1, rect[1]);
           const int64_t y0 = std::max<int64_t>(py0, rect[2]), y1 = std::min<int64_t>(py1, rect[3]);
           double* out = eg + e * slots;
-          const double level = std::log(std::max(double(op), kAlphaThreshold) / kAlphaThreshold);
-          const scalar_t cutoff = scalar_t(level * (1.0 + 1e-4) + 1e-6);
+          const double level = alpha_level(double(op));
+          const scalar_t cutoff = sigma_cutoff<scalar_t>(level);
           for (int64_t y = y0; y < y1; ++y) {
             const scalar_t dy = my - (scalar_t(y) + scalar_t(0.5));
             const scalar_t row = scalar_t(0.5) * c * dy * dy, cross = b * dy;
