@@ -289,3 +289,62 @@ def test_least_squares_colour_start_zeroes_the_conv_heads_colour_readout():
     dec.fit_latent_skip(lat, rgb)
     assert dec.head.out.weight[:, 1:4].abs().max() == 0 and dec.head.out.bias[1:4].abs().max() == 0
     assert dec.skip_head.weight[:, 1:4].abs().max() > 0
+
+
+def _plane_frames(P: int = 2, near_z: float = 2.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A plane at z = 5 seen by two cameras looking down +z, the second one ``near_z`` closer."""
+    from lyra.render.cameras import pixel_rays
+
+    cams = torch.eye(4).repeat(1, P, 1, 1)
+    cams[0, 1, 2, 3] = near_z
+    K = torch.tensor([[8.0, 0, 4], [0, 8, 4], [0, 0, 1]]).repeat(1, P, 1, 1)
+    o, d = pixel_rays(cams, K, 8, 8)
+    means = (o + d * ((5 - o[..., 2:3]) / d[..., 2:3])).reshape(1, -1, 3)
+    return means, cams, K
+
+
+def test_copy_features_count_the_frames_that_see_a_gaussian_and_its_coarseness():
+    from lyra.models.decoders.copies import copy_features
+
+    means, cams, K = _plane_frames()
+    f = copy_features(means, cams, K, (8, 8))
+    count, coarse = f[0, :, 0].exp().reshape(2, 8, 8), f[0, :, 1].reshape(2, 8, 8)
+    # The far camera's centre is inside the near one's view, its border is not.
+    assert torch.allclose(count[0, 3:5, 3:5], torch.tensor(2.0)) and torch.allclose(count[0, 0, 0], torch.tensor(1.0))
+    assert torch.allclose(count[1], torch.tensor(2.0))  # everything the near camera sees, the far one sees
+    # Seen by a camera at half the distance, a far-frame Gaussian is 2x coarser than the finest copy.
+    torch.testing.assert_close(coarse[0, 3:5, 3:5], torch.full((2, 2), torch.log(torch.tensor(2.0)).item()))
+    assert coarse[0, 0, 0] == 0 and coarse[1].abs().max() == 0
+    # A copy off the other frame's surface (beyond the tolerance) is not counted as seen there.
+    moved = means.clone()
+    moved[0, :64, 2] += 1.0  # the far frame's Gaussians 20 % behind the plane
+    f2 = copy_features(moved, cams, K, (8, 8), tolerance=0.1)
+    assert torch.allclose(f2[0, 64:, 0].exp(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="not 2 frames of 8x8"):
+        copy_features(means[:, :100], cams, K, (8, 8))
+
+
+def test_copy_features_start_as_a_no_op_then_change_everything_but_depth(tmp_path):
+    torch.manual_seed(8)
+    base = {**TINY, "density": 2, "gaussian_frames": "latent", "latent_skip": True}
+    plain = StaticGaussianDecoder(**base).eval()
+    dec = StaticGaussianDecoder(**base, copy_features=True, copy_tolerance=0.2).eval()
+    dec.load_state_dict(plain.state_dict(), strict=False)
+    lat, c2w, K = inputs(B=1, V=2, T=5)
+    g0, g = plain(lat, c2w, K), dec(lat, c2w, K)
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        torch.testing.assert_close(getattr(g, name), getattr(g0, name))
+    torch.nn.init.normal_(dec.copy_mlp[2].weight, std=0.5)
+    g1 = dec(lat, c2w, K)
+    torch.testing.assert_close(g1.means, g0.means)  # depth is the input of the features, never their output
+    assert not torch.allclose(g1.opacities, g0.opacities) and not torch.allclose(g1.scales, g0.scales)
+    dec.save_pretrained(tmp_path / "c")
+    back = StaticGaussianDecoder.from_pretrained(tmp_path / "c")
+    assert back.config.copy_features and back.config.copy_tolerance == 0.2
+    torch.testing.assert_close(back(lat, c2w, K).opacities, g1.opacities)
+    # The dynamic decoder computes them per target time.
+    dyn = DynamicGaussianDecoder(**base, copy_features=True).eval()
+    time = torch.linspace(0, 1, 5).repeat(1, 2, 1)
+    assert dyn(lat, c2w, K, time=time, target_time=torch.tensor([[0.0, 1.0]])).batch_shape == (1, 2)
+    with pytest.raises(ValueError, match="copy_tolerance"):
+        StaticGaussianDecoder(**base, copy_features=True, copy_tolerance=0)

@@ -12,7 +12,8 @@ from lyra.data.clip import Clip, ClipBatch
 from lyra.eval.report import parallax_bin_labels
 from lyra.losses.depth import depth_loss, normalize_depth
 from lyra.losses.rendering import RenderingLoss
-from lyra.models import load_decoder_weights
+from lyra.models import StudentModule, load_decoder_weights
+from lyra.render import GaussianRenderer
 from lyra.render.gaussians import Gaussians
 
 from conftest import synthetic_batch, tiny_decoder, tiny_student
@@ -264,6 +265,26 @@ def test_student_supervises_gaussian_depths_from_the_source_frames():
     z_after = module.decoder.gaussian_depths(module(batch), batch.src_c2w, (32, 32))
     assert "train/gaussian_depth" in t.logged_metrics
     assert (z_after - 3.0).abs().mean() < 0.5 * (z - 3.0).abs().mean()
+
+
+def test_image_terms_can_be_kept_from_moving_gaussians_along_their_rays():
+    """With image_loss_moves_depth=False the image terms still train colours, shapes and opacity,
+    but the distance readout learns only from the per-Gaussian depth term."""
+    batch = synthetic_batch()
+    batch.src_depth = torch.full((1, 2, 5, 32, 32), 3.0)
+    grads = {}
+    for moves in (True, False):
+        loss = RenderingLoss(mse_weight=1.0, depth_weight=0.05, gaussian_depth_weight=1.0)
+        module = StudentModule(tiny_decoder(), GaussianRenderer(backend="torch"), loss, image_loss_moves_depth=moves)
+        out, _, _ = module._step(batch, "train")
+        image = out.terms["mse"] + out.terms["depth"]
+        image.backward()
+        w = module.decoder.readout.weight.grad  # [D, 12, kt, k, k]: channel 0 is the distance
+        grads[moves] = (w[:, 0].abs().sum(), w[:, 1:].abs().sum())
+    assert grads[True][0] > 0 and grads[False][0] == 0
+    assert grads[False][1] > 0  # everything else still learns from the images
+    with pytest.raises(ValueError, match="gaussian_depth_weight > 0"):
+        tiny_student(lpips=False, image_loss_moves_depth=False)
 
 
 def test_skip_init_fits_the_colour_readout_before_the_first_step():

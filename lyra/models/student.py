@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,12 @@ class StudentModule(L.LightningModule):
         evaluation: the test report's settings (metrics, baselines; docs/evaluation.md).
         export_ply: write test scenes as PLY (one per target time for dynamic decoders).
         orbit_frames: frames of the validation orbit video (0: none).
+        image_loss_moves_depth: whether the image terms (MSE, LPIPS, rendered depth) move the
+            Gaussians along their rays. ``False``: only the per-Gaussian depth term places them
+            (it needs ``loss.gaussian_depth_weight > 0`` and metric clip depth). Where depths are
+            uncertain the image terms pull them toward positions that blend the copies of a
+            surface into a blur; with exact depth supervision (the procedural teacher) keeping
+            them out gives more accurate depth (docs/benchmarks.md, "Student quality").
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class StudentModule(L.LightningModule):
         evaluation: EvalConfig | None = None,
         export_ply: bool = False,
         orbit_frames: int = 16,
+        image_loss_moves_depth: bool = True,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -92,6 +100,9 @@ class StudentModule(L.LightningModule):
         self.decoder = decoder
         self.renderer = renderer if renderer is not None else GaussianRenderer()
         self.loss = loss if loss is not None else RenderingLoss()
+        if not image_loss_moves_depth and not self.loss.weights["gaussian_depth"] > 0:
+            raise ValueError("image_loss_moves_depth=False leaves nothing to place the Gaussians along their rays: "
+                             "set loss.gaussian_depth_weight > 0 (it needs clips with metric depth)")
         self.eval_config = EvalConfig(**evaluation) if isinstance(evaluation, dict) else (evaluation or EvalConfig())
         self.report: EvalReport | None = None
         if init_from is not None:
@@ -131,7 +142,10 @@ class StudentModule(L.LightningModule):
 
     def _step(self, batch: ClipBatch, stage: str) -> tuple[LossOutput, Renders, Gaussians]:
         g = self(batch)
-        r = self.render_targets(g, batch)
+        # Means are ray origin + distance x direction: detaching them stops only the distance.
+        shown = g if self.hparams.image_loss_moves_depth else dataclasses.replace(
+            g, means=g.means.detach(), check_values=False)
+        r = self.render_targets(shown, batch)
         B, V, F = batch.rgb.shape[:3]
         depth = batch.depth.reshape(B, V * F, *batch.depth.shape[-2:]) if batch.depth is not None else None
         aligned = aligned_target = None

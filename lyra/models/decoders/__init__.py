@@ -1,8 +1,9 @@
 """Gaussian decoders (the student's networks)."""
 
 from lyra.models.decoders.activations import GaussianActivationConfig, activate_gaussians
+from lyra.models.decoders.copies import copy_features
 from lyra.models.decoders.dynamic import DynamicGaussianDecoder
 from lyra.models.decoders.static import GaussianDecoder, StaticGaussianDecoder
 
 __all__ = ["DynamicGaussianDecoder", "GaussianActivationConfig", "GaussianDecoder", "StaticGaussianDecoder",
-           "activate_gaussians"]
+           "activate_gaussians", "copy_features"]

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from lyra.data.codecs.frames import fold_frames, latent_frame_count, unfold_frames
 from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, ScaleMode, activate_gaussians
+from lyra.models.decoders.copies import NUM_COPY_FEATURES, copy_features
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
 from lyra.render.cameras import pixel_rays, resize_intrinsics
@@ -103,6 +104,12 @@ class StaticGaussianDecoder(GaussianDecoder):
             latent grid, plus the latent pixel, two 3 x 3 residual convolutions, then the
             per-Gaussian readout).
         head_width: channels of the ``"conv"`` head's latent-resolution features.
+        copy_features: give every Gaussian's readout two geometric facts about the other copies
+            of its surface (:func:`~lyra.models.decoders.copies.copy_features`: how many Gaussian
+            frames see it, and how much coarser it is than the finest of them) through a small
+            zero-initialised MLP that adjusts its colour, scale, rotation and opacity (not its
+            depth). Off in the paper.
+        copy_tolerance: relative depth difference within which a frame counts as seeing a Gaussian.
     """
 
     _supports_gradient_checkpointing = True
@@ -129,6 +136,8 @@ class StaticGaussianDecoder(GaussianDecoder):
         latent_frames_per_view: int | None = None,
         head_type: HeadKind = "linear",
         head_width: int = 64,
+        copy_features: bool = False,
+        copy_tolerance: float = 0.1,
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
@@ -142,6 +151,8 @@ class StaticGaussianDecoder(GaussianDecoder):
                              f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
         if head_type not in ("linear", "conv"):
             raise ValueError(f"head_type must be 'linear' or 'conv', got {head_type!r}")
+        if not copy_tolerance > 0:
+            raise ValueError(f"copy_tolerance must be > 0, got {copy_tolerance}")
         self.activation = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
                                                    scale_bias=scale_bias, opacity_bias=opacity_bias, scale_mode=scale_mode)
         tf, p, width = time_factor, patch_size, body.width
@@ -161,6 +172,11 @@ class StaticGaussianDecoder(GaussianDecoder):
                                                 stride=(kt, density, density))
             nn.init.zeros_(self.skip_head.weight)
             nn.init.zeros_(self.skip_head.bias)
+        self.copy_mlp = None
+        if copy_features:
+            self.copy_mlp = nn.Sequential(nn.Linear(NUM_COPY_FEATURES, 32), nn.GELU(), nn.Linear(32, RAW_CHANNELS))
+            nn.init.zeros_(self.copy_mlp[2].weight)  # starts as a no-op
+            nn.init.zeros_(self.copy_mlp[2].bias)
         self.add_conditioning(width)
 
     def add_conditioning(self, width: int) -> None:
@@ -300,8 +316,21 @@ class StaticGaussianDecoder(GaussianDecoder):
             origins, dirs, footprint = origins[:, None], dirs[:, None], footprint[:, None]
         origins, dirs = origins.expand(raw.shape[:-1] + (3,)), dirs.expand(raw.shape[:-1] + (3,))
         footprint = footprint.expand(raw.shape[:-1])
-        g = activate_gaussians(raw.reshape(*lead, -1, RAW_CHANNELS), origins.reshape(*lead, -1, 3),
-                               dirs.reshape(*lead, -1, 3), self.activation, footprint.reshape(*lead, -1))
+        raw, origins, dirs = raw.reshape(*lead, -1, RAW_CHANNELS), origins.reshape(*lead, -1, 3), dirs.reshape(*lead, -1, 3)
+        footprint = footprint.reshape(*lead, -1)
+        g = activate_gaussians(raw, origins, dirs, self.activation, footprint)
+        if self.copy_mlp is not None:
+            # Depths first, then the copies they imply, then everything but depth once more.
+            P = c2w.shape[1] * c2w.shape[2]
+            cams, K_cells = c2w.reshape(-1, 1, P, 4, 4), K_grid.reshape(-1, 1, P, 3, 3)
+            S = g.means[..., 0].numel() // g.means.shape[-2]
+            cams = cams.expand(-1, S // cams.shape[0], -1, -1, -1).reshape(S, P, 4, 4)
+            K_cells = K_cells.expand(-1, S // K_cells.shape[0], -1, -1, -1).reshape(S, P, 3, 3)
+            feats = copy_features(g.means.detach().reshape(S, -1, 3), cams, K_cells, (gh, gw), cfg.copy_tolerance)
+            delta = self.copy_mlp(feats.to(raw.dtype)).reshape(raw.shape)
+            keep_depth = torch.ones(RAW_CHANNELS, dtype=raw.dtype, device=raw.device)
+            keep_depth[0] = 0
+            g = activate_gaussians(raw + delta * keep_depth, origins, dirs, self.activation, footprint)
         # Orientations were predicted in the first camera's frame: rotate them to world.
         q_ref = rotmat_to_quat(ref[:, :3, :3])
         for _ in range(extra + 1):
