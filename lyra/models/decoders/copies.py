@@ -54,3 +54,18 @@ def copy_features(
     finest = torch.where(seen, footprint, torch.full_like(footprint, float("inf"))).amin(1)  # [S, N]
     count = seen.sum(1).to(means.dtype)
     return torch.stack([count.log(), (own_fp / finest).clamp_min(1).log()], dim=-1)
+
+
+def frame_copy_features(
+    means: Tensor,  # [B, (M,) V * F * gh * gw, 3] a decoder's Gaussians (M target times, if dynamic)
+    c2w: Tensor,  # [B, V, F, 4, 4] the cameras of the frames that emit Gaussians
+    K_grid: Tensor,  # [B, V, F, 3, 3] their intrinsics at the Gaussian grid's resolution
+    grid: tuple[int, int],  # (gh, gw)
+    tolerance: float = 0.1,
+) -> Tensor:  # [B, (M,) N, 2] copy_features of every Gaussian set, against its own scene's frames
+    B, P = c2w.shape[0], c2w.shape[1] * c2w.shape[2]
+    S = means[..., 0, 0].numel()
+    cams = c2w.reshape(B, 1, P, 4, 4).expand(B, S // B, P, 4, 4).reshape(S, P, 4, 4)
+    K = K_grid.reshape(B, 1, P, 3, 3).expand(B, S // B, P, 3, 3).reshape(S, P, 3, 3)
+    feats = copy_features(means.detach().reshape(S, -1, 3), cams, K, grid, tolerance)
+    return feats.reshape(*means.shape[:-1], NUM_COPY_FEATURES)

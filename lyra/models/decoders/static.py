@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from lyra.data.codecs.frames import fold_frames, latent_frame_count, unfold_frames
 from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, ScaleMode, activate_gaussians
-from lyra.models.decoders.copies import NUM_COPY_FEATURES, copy_features
+from lyra.models.decoders.copies import NUM_COPY_FEATURES, frame_copy_features
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
 from lyra.render.cameras import pixel_rays, resize_intrinsics
@@ -316,21 +316,13 @@ class StaticGaussianDecoder(GaussianDecoder):
             origins, dirs, footprint = origins[:, None], dirs[:, None], footprint[:, None]
         origins, dirs = origins.expand(raw.shape[:-1] + (3,)), dirs.expand(raw.shape[:-1] + (3,))
         footprint = footprint.expand(raw.shape[:-1])
-        raw, origins, dirs = raw.reshape(*lead, -1, RAW_CHANNELS), origins.reshape(*lead, -1, 3), dirs.reshape(*lead, -1, 3)
-        footprint = footprint.reshape(*lead, -1)
+        raw = raw.reshape(*lead, -1, RAW_CHANNELS)
+        origins, dirs, footprint = origins.reshape(*lead, -1, 3), dirs.reshape(*lead, -1, 3), footprint.reshape(*lead, -1)
         g = activate_gaussians(raw, origins, dirs, self.activation, footprint)
-        if self.copy_mlp is not None:
-            # Depths first, then the copies they imply, then everything but depth once more.
-            P = c2w.shape[1] * c2w.shape[2]
-            cams, K_cells = c2w.reshape(-1, 1, P, 4, 4), K_grid.reshape(-1, 1, P, 3, 3)
-            S = g.means[..., 0].numel() // g.means.shape[-2]
-            cams = cams.expand(-1, S // cams.shape[0], -1, -1, -1).reshape(S, P, 4, 4)
-            K_cells = K_cells.expand(-1, S // K_cells.shape[0], -1, -1, -1).reshape(S, P, 3, 3)
-            feats = copy_features(g.means.detach().reshape(S, -1, 3), cams, K_cells, (gh, gw), cfg.copy_tolerance)
-            delta = self.copy_mlp(feats.to(raw.dtype)).reshape(raw.shape)
-            keep_depth = torch.ones(RAW_CHANNELS, dtype=raw.dtype, device=raw.device)
-            keep_depth[0] = 0
-            g = activate_gaussians(raw + delta * keep_depth, origins, dirs, self.activation, footprint)
+        if self.copy_mlp is not None:  # depths first, then the copies they imply, then all but depth again
+            feats = frame_copy_features(g.means, c2w, K_grid, (gh, gw), cfg.copy_tolerance)
+            delta = self.copy_mlp(feats.to(raw.dtype)) * (torch.arange(RAW_CHANNELS, device=raw.device) > 0)
+            g = activate_gaussians(raw + delta, origins, dirs, self.activation, footprint)
         # Orientations were predicted in the first camera's frame: rotate them to world.
         q_ref = rotmat_to_quat(ref[:, :3, :3])
         for _ in range(extra + 1):
