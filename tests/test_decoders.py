@@ -41,6 +41,34 @@ def test_static_decoder_is_equivariant_to_the_world_frame():
     torch.testing.assert_close(quat_to_rotmat(g1.quats), Rt[:3, :3] @ quat_to_rotmat(g0.quats), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_depth_in_camera_units_makes_the_decoder_scale_equivariant(dynamic):
+    """With depth_units='cameras' a scene scaled by k (cameras moved k times as far) gives the same
+    Gaussians scaled by k; in world units it does not."""
+    from lyra.models.decoders.static import camera_spread
+
+    lat, c2w, K = inputs(V=2, T=5)
+    scaled = c2w.clone()
+    scaled[..., :3, 3] *= 3.0
+    kw = {"time": torch.linspace(0, 1, 5).repeat(1, 2, 1), "target_time": torch.tensor([[0.0, 1.0]])} if dynamic else {}
+    cls = DynamicGaussianDecoder if dynamic else StaticGaussianDecoder
+    for units in ("cameras", "world"):
+        torch.manual_seed(2)
+        dec = cls(**{**TINY, "scale_mode": "footprint", "max_scale": 0.5}, depth_units=units).eval()
+        torch.nn.init.normal_(dec.ray_embed.proj.weight, std=0.5)  # trained: the rays matter
+        g0, g1 = dec(lat, c2w, K, **kw), dec(lat, scaled, K, **kw)
+        same = torch.allclose(g1.means, 3.0 * g0.means, atol=1e-4, rtol=1e-4)
+        assert same == (units == "cameras")
+        if units == "cameras":
+            torch.testing.assert_close(g1.scales, 3.0 * g0.scales, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(g1.opacities, g0.opacities)
+    torch.testing.assert_close(camera_spread(scaled), 3.0 * camera_spread(c2w))
+    still = c2w[:, :1, :1].expand_as(c2w)  # cameras that do not move: unit 1, not 0
+    assert torch.equal(camera_spread(still), torch.ones(1))
+    with pytest.raises(ValueError, match="depth_units"):
+        StaticGaussianDecoder(**TINY, depth_units="metres")
+
+
 def test_ray_embedding_starts_at_zero_and_rays_then_matter():
     torch.manual_seed(2)
     dec = StaticGaussianDecoder(**TINY).eval()

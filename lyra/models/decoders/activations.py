@@ -56,20 +56,23 @@ def activate_gaussians(
     dirs: Tensor,  # [..., N, 3] unit ray directions (world)
     cfg: GaussianActivationConfig,
     footprint: Tensor | None = None,  # [..., N] block width per unit distance (footprint scale mode)
+    unit: Tensor | None = None,  # [..., N] or broadcastable: the scene's length unit (near, far, max_scale in it)
 ) -> Gaussians:
     if raw.shape[-1] != RAW_CHANNELS:
         raise ValueError(f"raw Gaussian channels must be {RAW_CHANNELS}, got {raw.shape[-1]}")
     dist_x, rgb_x, scale_x, quat_x, opac_x = raw.split([1, 3, 3, 4, 1], dim=-1)
     w = torch.sigmoid(dist_x - cfg.distance_bias)
-    distance = cfg.near * (1 - w) + cfg.far * w
+    unit = torch.ones((), dtype=raw.dtype, device=raw.device) if unit is None else unit.to(raw.dtype)
+    distance = (cfg.near * (1 - w) + cfg.far * w) * unit[..., None]
     means = origins + dirs * distance
     colors = 0.5 * torch.tanh(rgb_x) + 0.5
     if cfg.scale_mode == "footprint":
         if footprint is None:
             raise ValueError("scale_mode='footprint' needs each Gaussian's pixel footprint")
-        scales = (torch.exp(scale_x - cfg.scale_bias) * (distance * footprint[..., None])).clamp(max=cfg.max_scale)
+        scales = torch.exp(scale_x - cfg.scale_bias) * (distance * footprint[..., None])
     else:
-        scales = torch.exp(scale_x - cfg.scale_bias).clamp(max=cfg.max_scale)
+        scales = torch.exp(scale_x - cfg.scale_bias) * unit[..., None]
+    scales = torch.minimum(scales, cfg.max_scale * unit[..., None])
     # A tiny constant keeps the quaternion defined when the head outputs zeros.
     quats = F.normalize(quat_x + torch.tensor([1e-6, 0, 0, 0], dtype=raw.dtype, device=raw.device), dim=-1)
     opacities = torch.sigmoid(opac_x[..., 0] - cfg.opacity_bias)

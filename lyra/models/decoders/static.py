@@ -32,6 +32,13 @@ from lyra.render.rotations import quat_multiply, rotmat_to_quat
 DENSITIES = (1, 2, 4, 8)
 
 
+def camera_spread(c2w: Tensor) -> Tensor:  # [B, V, T, 4, 4] -> [B]
+    """Mean distance of every camera centre from the first one (1 where the cameras do not move)."""
+    centres = c2w[..., :3, 3].reshape(c2w.shape[0], -1, 3)
+    spread = (centres - centres[:, :1]).norm(dim=-1).mean(1)
+    return torch.where(spread > 1e-6, spread, torch.ones_like(spread))
+
+
 class GaussianDecoder(ModelMixin, ConfigMixin):
     """Interface: ``forward(latents, c2w, K, time=None, target_time=None) -> Gaussians``.
 
@@ -110,6 +117,10 @@ class StaticGaussianDecoder(GaussianDecoder):
             zero-initialised MLP that adjusts its colour, scale, rotation and opacity (not its
             depth). Off in the paper.
         copy_tolerance: relative depth difference within which a frame counts as seeing a Gaussian.
+        depth_units: ``"world"`` (the paper: ``near``, ``far``, ``max_scale`` and the embedded camera
+            positions in scene units) or ``"cameras"``: all of them in units of the source cameras'
+            spread (:func:`camera_spread`), so the decoder predicts depth relative to how far its
+            cameras move and a scene scaled by k gives Gaussians scaled by k.
     """
 
     _supports_gradient_checkpointing = True
@@ -138,6 +149,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         head_width: int = 64,
         copy_features: bool = False,
         copy_tolerance: float = 0.1,
+        depth_units: Literal["world", "cameras"] = "world",
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
@@ -151,6 +163,8 @@ class StaticGaussianDecoder(GaussianDecoder):
                              f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
         if head_type not in ("linear", "conv"):
             raise ValueError(f"head_type must be 'linear' or 'conv', got {head_type!r}")
+        if depth_units not in ("world", "cameras"):
+            raise ValueError(f"depth_units must be 'world' or 'cameras', got {depth_units!r}")
         if not copy_tolerance > 0:
             raise ValueError(f"copy_tolerance must be > 0, got {copy_tolerance}")
         self.activation = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
@@ -181,6 +195,12 @@ class StaticGaussianDecoder(GaussianDecoder):
 
     def add_conditioning(self, width: int) -> None:
         """Extra input branches of subclasses (the dynamic decoder's time embeddings)."""
+
+    def length_unit(self, c2w: Tensor) -> Tensor:  # [B, V, T, 4, 4] -> [B]
+        """The scene's length unit for this decoder's ``depth_units`` (1 for ``"world"``)."""
+        if self.config.depth_units == "world":
+            return torch.ones(c2w.shape[0], dtype=c2w.dtype, device=c2w.device)
+        return camera_spread(c2w)
 
     @property
     def body(self) -> BodyConfig:
@@ -242,6 +262,9 @@ class StaticGaussianDecoder(GaussianDecoder):
         B, V, C, Tl, h, w = latents.shape
         T = c2w.shape[2]
         rel, _ = relative_cameras(c2w)
+        if cfg.depth_units == "cameras":
+            rel = torch.cat([rel[..., :3, :3], rel[..., :3, 3:] / self.length_unit(c2w)[:, None, None, None, None]], -1)
+            rel = torch.cat([rel, c2w[..., 3:, :]], -2)
         rays = latent_rays(rel, K, (h * cfg.space_factor, w * cfg.space_factor), (h, w))  # [B, V, T, h, w, 6]
         rays = fold_frames(rays.reshape(B * V, T, h, w, 6), cfg.time_factor, cfg.causal_first_frame)
         rays = rays.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 6, Tl, h, w)
@@ -300,6 +323,7 @@ class StaticGaussianDecoder(GaussianDecoder):
     ) -> Gaussians:  # [B, (M,) N] in world coordinates
         cfg = self.config
         ref = c2w[:, 0, 0]
+        unit = self.length_unit(c2w)  # [B], from every source camera (the embedding's unit)
         frames = self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)
         c2w, K = c2w[:, :, frames], K[:, :, frames]
         gh, gw = raw.shape[-3:-1]
@@ -318,11 +342,12 @@ class StaticGaussianDecoder(GaussianDecoder):
         footprint = footprint.expand(raw.shape[:-1])
         raw = raw.reshape(*lead, -1, RAW_CHANNELS)
         origins, dirs, footprint = origins.reshape(*lead, -1, 3), dirs.reshape(*lead, -1, 3), footprint.reshape(*lead, -1)
-        g = activate_gaussians(raw, origins, dirs, self.activation, footprint)
+        unit = unit.reshape(-1, *([1] * extra), 1)  # [B, (1,) 1]
+        g = activate_gaussians(raw, origins, dirs, self.activation, footprint, unit)
         if self.copy_mlp is not None:  # depths first, then the copies they imply, then all but depth again
             feats = frame_copy_features(g.means, c2w, K_grid, (gh, gw), cfg.copy_tolerance)
             delta = self.copy_mlp(feats.to(raw.dtype)) * (torch.arange(RAW_CHANNELS, device=raw.device) > 0)
-            g = activate_gaussians(raw + delta, origins, dirs, self.activation, footprint)
+            g = activate_gaussians(raw + delta, origins, dirs, self.activation, footprint, unit)
         # Orientations were predicted in the first camera's frame: rotate them to world.
         q_ref = rotmat_to_quat(ref[:, :3, :3])
         for _ in range(extra + 1):
