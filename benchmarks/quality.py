@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="outputs/bench/quality")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 steps (seconds): checks that it runs")
+    ap.add_argument("--oracle-depth", nargs=2, type=float, default=None, metavar=("BIAS", "NOISE"),
+                    help="diagnostic, not a method: Gaussians at the clip's true depth times exp(error), the "
+                         "error's std BIAS per source frame plus NOISE per Gaussian (0 0: exact depth); "
+                         "benchmarks/_oracle_depth.py")
     argv = list(argv if argv is not None else os.sys.argv[1:])
     extra: list[str] = []
     if "--" in argv:
@@ -84,6 +88,10 @@ def build(args: argparse.Namespace, extra: list[str]) -> LyraCLI:
 def main(argv: list[str] | None = None) -> dict:
     args, extra = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.oracle_depth is not None:
+        import _oracle_depth
+
+        _oracle_depth.install(*args.oracle_depth)
     print(machine_line(args.threads), flush=True)
     cli = build(args, extra)
     model, trainer = cli.model, cli.trainer
@@ -99,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     final = curve.points[-1]
     print("\n" + format_table(final))
     steps = final["step"]
-    out = {"benchmark": "quality", "configs": args.config, "extra": extra, "steps": steps,
+    out = {"benchmark": "quality", "configs": args.config, "extra": extra, "oracle_depth": args.oracle_depth,
+           "steps": steps,
            "train_minutes": final["minutes"], "s_per_step": 60 * final["minutes"] / max(steps, 1),
            "final": final, "curve": curve.points, "peak_rss_gb": peak_rss_gb(), "threads": args.threads,
            "load_average": os.getloadavg()[0]}

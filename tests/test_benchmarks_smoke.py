@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -79,3 +80,27 @@ def test_compare_curves_tables_and_plots_two_runs(tmp_path):
     assert rows == ["| b | 0.0 | 0 | 16.50 | 16.50 | 18.00 |", "| b | 2.0 | 20 | 18.50 | 18.50 | 20.00 |"]
     assert "| nearest | | | 21.00 | 21.00 | |" in out.stdout
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+def test_oracle_depth_puts_gaussians_at_the_clip_depth_with_the_errors_asked_for(monkeypatch):
+    from conftest import synthetic_batch, tiny_student
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _oracle_depth import with_clip_depth
+
+    student = tiny_student(lpips=False)
+    batch = synthetic_batch(T=5, H=64, W=64)
+    batch.src_depth = 2.0 + torch.rand(1, 2, 5, 64, 64)
+    batch.src_depth[..., :8, :8] = 0  # unknown depth: the decoder's own distance stays
+    g = student(batch)
+    dec = student.decoder
+    truth, before = dec.grid_depth(batch.src_depth), dec.gaussian_depths(g, batch.src_c2w, (64, 64))
+    exact = dec.gaussian_depths(with_clip_depth(student, g, batch, 0.0, 0.0), batch.src_c2w, (64, 64))
+    known = truth > 0
+    torch.testing.assert_close(exact[known], truth[known], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(exact[~known], before[~known])
+    noisy = dec.gaussian_depths(with_clip_depth(student, g, batch, 0.0, 0.2), batch.src_c2w, (64, 64))
+    err = (noisy[known] / truth[known]).log()
+    assert 0.15 < err.std() < 0.25 and err.mean().abs() < 0.05
+    again = dec.gaussian_depths(with_clip_depth(student, g, batch, 0.0, 0.2), batch.src_c2w, (64, 64))
+    assert torch.equal(again, noisy)  # fixed per scene, as a decoder's errors are
