@@ -287,6 +287,29 @@ def test_image_terms_can_be_kept_from_moving_gaussians_along_their_rays():
         tiny_student(lpips=False, image_loss_moves_depth=False)
 
 
+def test_test_report_states_how_far_the_gaussians_are_from_the_clip_depth():
+    from lyra.eval.report import EvalReport, format_table, summarize
+
+    module = tiny_student(lpips=False).eval()
+    batch = synthetic_batch(H=32, W=32)
+    g = module(batch)
+    own = module.decoder.gaussian_depths(g, batch.src_c2w, (32, 32))  # [1, V, F, 4, 4]
+    s = 32 // own.shape[-1]
+    batch.src_depth = own.repeat_interleave(s, -2).repeat_interleave(s, -1)  # the clip agrees with the student
+    torch.testing.assert_close(module.depth_error(g, batch), torch.zeros(1), atol=1e-5, rtol=0)
+    batch.src_depth = 2 * batch.src_depth
+    batch.src_depth[..., :8, :] = 0  # unknown depth does not count
+    err = module.depth_error(g, batch)
+    torch.testing.assert_close(err, torch.log(torch.tensor([2.0])), atol=1e-5, rtol=0)
+    report = EvalReport({"baselines": []})
+    report.add(batch, module.render_targets(g, batch).rgb.reshape(batch.rgb.shape), depth_error=err)
+    summary = summarize(report.records)
+    assert summary["student/geometry/depth_log_error"] == pytest.approx(float(err[0]))
+    assert "Student geometry" in format_table(summary)
+    batch.depth_is_metric = False  # relative depth has no scale to be off by
+    assert module.depth_error(g, batch) is None
+
+
 def test_skip_init_fits_the_colour_readout_before_the_first_step():
     from lyra.data import ClipDataModule, DCTCodec, ProceduralGenerator
     from lyra.models import TeacherModule

@@ -92,7 +92,8 @@ class LearningCurve(L.Callback):
             batch = batch.to(pl_module.device)
             g = pl_module(batch)
             rgb = pl_module.render_targets(g, batch).rgb.reshape(batch.rgb.shape)
-            report.add(batch, rgb)
+            depth_error = getattr(pl_module, "depth_error", None)
+            report.add(batch, rgb, depth_error=depth_error(g, batch) if depth_error else None)
         pl_module.train(was_training)
         summary = summarize(report.records, report.config.parallax_bins)
         point = {"minutes": minutes, "step": trainer.global_step, "eval_seconds": time.perf_counter() - t0, **summary}

@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,7 @@ class EvalReport(nn.Module):
         batch: ClipBatch,
         rgb: Tensor,  # [B, V, F, H, W, 3] student renders of every target frame
         scene_ids: Sequence[str] | None = None,
+        depth_error: Tensor | None = None,  # [B] median |log| error of the student's Gaussian depths, NaN: none
     ) -> list[dict]:
         B, V, F, H, W, _ = batch.rgb.shape
         new = []
@@ -157,6 +159,8 @@ class EvalReport(nn.Module):
             rec = {"scene": scene_ids[b] if scene_ids else str(meta.get("index", b)),
                    "caption": batch.captions[b] if b < len(batch.captions) else ""}
             student = {"fidelity": self._scores(rgb[b].flatten(0, 1), batch.rgb[b].flatten(0, 1))}
+            if depth_error is not None and torch.isfinite(depth_error[b]):
+                student["geometry"] = {"depth_log_error": float(depth_error[b])}
             heldout = meta.get("heldout")
             if heldout is not None and any(heldout):
                 v = heldout.index(True)
@@ -306,6 +310,10 @@ def format_table(summary: dict[str, float]) -> str:
                            if f"student/clip/score@{h}" in summary)
         lines.append(f"\nCLIP score, caption vs student renders (100 x max(cos, 0), samples with a caption): "
                      f"{summary['student/clip/score']:.2f}{per_held}")
+    if "student/geometry/depth_log_error" in summary:
+        err = summary["student/geometry/depth_log_error"]
+        lines.append(f"\nStudent geometry: its Gaussians' depths in their source frames are off the clip's metric depth "
+                     f"by a median |log ratio| of {err:.3f} (x{math.exp(err):.3f}), mean over samples")
     groups = [k.split("|", 1)[1] for k in summary if k.startswith("frames|")]
     if groups:
         lines.append("\n| truth frames by parallax to the closest source view | frames | student PSNR | nearest PSNR |")

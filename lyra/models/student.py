@@ -178,6 +178,17 @@ class StudentModule(L.LightningModule):
             target = torch.where(same[..., None, None], target[:, None], torch.zeros_like(target[:, None]))
         return aligned, target
 
+    @torch.no_grad()
+    def depth_error(self, g: Gaussians, batch: ClipBatch) -> Tensor | None:  # [B] or None
+        """Per sample, the median |log(depth / clip depth)| of the Gaussians on their source pixels
+        (NaN where no pixel has depth); None without metric source depth or with pruned Gaussians."""
+        if batch.src_depth is None or not batch.depth_is_metric or self.hparams.prune_keep is not None:
+            return None
+        pred, target = self._gaussian_depth_pairs(g, batch)
+        err = (pred.clamp_min(1e-6).log() - target.clamp_min(1e-6).log()).abs().flatten(1)
+        err = torch.where(target.flatten(1) > 0, err, torch.full_like(err, float("nan")))
+        return err.nanmedian(dim=1).values
+
     def training_step(self, batch: ClipBatch, batch_idx: int) -> Tensor:
         out, _, g = self._step(batch.downscale_targets(self.hparams.train_downscale), "train")
         self.log("train/num_gaussians", float(g.num_gaussians), batch_size=batch.batch_size)
@@ -202,7 +213,7 @@ class StudentModule(L.LightningModule):
         rgb = self.render_targets(g, batch).rgb.reshape(batch.rgb.shape)
         assert self.report is not None
         ids = [f"{m.get('index', f'r{self.global_rank}_b{batch_idx}_{b}')}" for b, m in enumerate(batch.meta)]
-        self.report.add(batch, rgb, scene_ids=ids or None)
+        self.report.add(batch, rgb, scene_ids=ids or None, depth_error=self.depth_error(g, batch))
         if self.hparams.export_ply:
             self._export(g, batch, ids)
 
