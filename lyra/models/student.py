@@ -66,10 +66,10 @@ class StudentModule(L.LightningModule):
         orbit_frames: frames of the validation orbit video (0: none).
         image_loss_moves_depth: whether the image terms (MSE, LPIPS, rendered depth) move the
             Gaussians along their rays. ``False``: only the per-Gaussian depth term places them
-            (it needs ``loss.gaussian_depth_weight > 0`` and metric clip depth). Where depths are
-            uncertain the image terms pull them toward positions that blend the copies of a
-            surface into a blur; with exact depth supervision (the procedural teacher) keeping
-            them out gives more accurate depth (docs/benchmarks.md, "Student quality").
+            (it needs ``loss.gaussian_depth_weight > 0`` and metric clip depth). Meant to keep the
+            image terms from trading depth accuracy for a blend of misplaced copies; on the
+            procedural teacher it changed neither the depth error nor the held-out scores beyond
+            the seed spread (docs/benchmarks.md, "Student quality", E16).
     """
 
     def __init__(
