@@ -41,16 +41,17 @@ def copy_features(
     uv, z = world_to_pixels(means[:, None].expand(S, P, N, 3), viewmat, K_grid)  # [S, P, N, 2], [S, P, N]
     # Each frame's own surface: its Gaussians' z in their own camera, laid on the grid.
     own = torch.arange(P, device=means.device).repeat_interleave(gh * gw)  # [N] frame of each Gaussian
-    surface = z[:, own, torch.arange(N, device=means.device)].reshape(S, P, gh, gw)
+    each = torch.arange(N, device=means.device)
+    surface = z[:, own, each].reshape(S, P, gh, gw)
     u, v = uv[..., 0].floor().long(), uv[..., 1].floor().long()
     inside = (u >= 0) & (u < gw) & (v >= 0) & (v < gh) & (z > 0)
     there = surface.reshape(S, P, gh * gw).gather(2, (v.clamp(0, gh - 1) * gw + u.clamp(0, gw - 1)))
     seen = inside & ((z - there).abs() <= tolerance * z)
-    seen[:, own, torch.arange(N, device=means.device)] = True  # a Gaussian always lies on its own surface
+    seen[:, own, each] = True  # a Gaussian always lies on its own surface
     # Footprint of one grid cell at the Gaussian, per frame: z / focal (in grid cells).
     focal = torch.sqrt(K_grid[..., 0, 0] * K_grid[..., 1, 1])  # [S, P]
     footprint = z.clamp_min(1e-6) / focal[..., None]  # [S, P, N]
-    own_fp = footprint[:, own, torch.arange(N, device=means.device)]  # [S, N]
+    own_fp = footprint[:, own, each]  # [S, N]
     finest = torch.where(seen, footprint, torch.full_like(footprint, float("inf"))).amin(1)  # [S, N]
     count = seen.sum(1).to(means.dtype)
     return torch.stack([count.log(), (own_fp / finest).clamp_min(1).log()], dim=-1)

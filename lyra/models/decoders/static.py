@@ -263,8 +263,8 @@ class StaticGaussianDecoder(GaussianDecoder):
         T = c2w.shape[2]
         rel, _ = relative_cameras(c2w)
         if cfg.depth_units == "cameras":
-            rel = torch.cat([rel[..., :3, :3], rel[..., :3, 3:] / self.length_unit(c2w)[:, None, None, None, None]], -1)
-            rel = torch.cat([rel, c2w[..., 3:, :]], -2)
+            rel = rel.clone()
+            rel[..., :3, 3] /= self.length_unit(c2w)[:, None, None, None]
         rays = latent_rays(rel, K, (h * cfg.space_factor, w * cfg.space_factor), (h, w))  # [B, V, T, h, w, 6]
         rays = fold_frames(rays.reshape(B * V, T, h, w, 6), cfg.time_factor, cfg.causal_first_frame)
         rays = rays.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 6, Tl, h, w)
