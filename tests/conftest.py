@@ -59,11 +59,11 @@ def synthetic_batch(seed=0, B=1, V=2, T=5, H=32, W=32, dynamic=False) -> ClipBat
                      captions=["plane"] * B)
 
 
-def tiny_student(dynamic: bool = False, lpips: bool = True, **kwargs) -> StudentModule:
+def tiny_student(dynamic: bool = False, lpips: bool = True, decoder=None, **kwargs) -> StudentModule:
     loss = RenderingLoss(lpips_weight=0.5 if lpips else 0.0, lpips_net="alex", depth_weight=0.05)
     kwargs.setdefault("lr", 3e-3)
     kwargs.setdefault("warmup_steps", 2)
-    return StudentModule(tiny_decoder(dynamic), GaussianRenderer(backend="torch"), loss, **kwargs)
+    return StudentModule(decoder or tiny_decoder(dynamic), GaussianRenderer(backend="torch"), loss, **kwargs)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from lyra.data.clip import ClipBatch
 from lyra.eval.report import EvalConfig, EvalReport, format_table, summarize
 from lyra.losses.rendering import LossOutput, RenderingLoss
 from lyra.models.decoders import GaussianDecoder
+from lyra.models.decoders.input_depth import perturb_depth
 from lyra.models.init_weights import TIME_EMBEDDINGS, first_non_finite, load_decoder_weights
 from lyra.models.visuals import log_validation_visuals
 from lyra.render.gaussians import Gaussians
@@ -70,6 +71,10 @@ class StudentModule(L.LightningModule):
             image terms from trading depth accuracy for a blend of misplaced copies; on the
             procedural teacher it changed neither the depth error nor the held-out scores beyond
             the seed spread (docs/benchmarks.md, "Student quality", E16).
+        input_depth_noise: for decoders built with ``input_depth``: the std of a smooth log-normal
+            error put on the input frame's depth before the decoder reads it, fixed per scene
+            (:func:`~lyra.models.decoders.input_depth.perturb_depth`). The procedural teacher's depth
+            is exact; a real pipeline's comes from a monocular estimate. 0: as given.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class StudentModule(L.LightningModule):
         export_ply: bool = False,
         orbit_frames: int = 16,
         image_loss_moves_depth: bool = True,
+        input_depth_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -103,6 +109,8 @@ class StudentModule(L.LightningModule):
         if not image_loss_moves_depth and not self.loss.weights["gaussian_depth"] > 0:
             raise ValueError("image_loss_moves_depth=False leaves nothing to place the Gaussians along their rays: "
                              "set loss.gaussian_depth_weight > 0 (it needs clips with metric depth)")
+        if input_depth_noise < 0:
+            raise ValueError(f"input_depth_noise must be >= 0, got {input_depth_noise}")
         self.eval_config = EvalConfig(**evaluation) if isinstance(evaluation, dict) else (evaluation or EvalConfig())
         self.report: EvalReport | None = None
         if init_from is not None:
@@ -131,10 +139,27 @@ class StudentModule(L.LightningModule):
     def forward(self, batch: ClipBatch) -> Gaussians:
         B = batch.batch_size
         target_time = batch.time.reshape(B, -1) if self.decoder.is_dynamic else None
-        g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time, target_time=target_time)
+        extra = {"input_depth": self.input_depth(batch)} if getattr(self.decoder.config, "input_depth", False) else {}
+        g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time, target_time=target_time,
+                         **extra)
         if self.hparams.prune_keep is not None:
             g = g.prune_fraction(self.hparams.prune_keep)
         return g
+
+    def input_depth(self, batch: ClipBatch) -> Tensor:  # [B, H, W]
+        """The input image's depth for decoders built with ``input_depth``: the first source frame's
+        (trajectory 0, frame 0; for GEN3C clips the monocular depth its 3D cache was built from),
+        with ``input_depth_noise`` applied."""
+        if batch.src_depth is None:
+            raise ValueError("the decoder reads the input frame's depth (input_depth=True) but the clips carry no "
+                             "depth; use a teacher that writes depth (procedural, GEN3C with output_depth='cache') "
+                             "or a decoder built without input_depth")
+        depth = batch.src_depth[:, 0, 0]
+        noise = self.hparams.input_depth_noise
+        if noise > 0:  # one error field per scene, the same at every step and in every evaluation
+            seeds = [int(c.double().abs().sum().item() * 1e3) % (1 << 31) for c in batch.src_c2w]
+            depth = perturb_depth(depth, noise, seeds)
+        return depth
 
     def render_targets(self, g: Gaussians, batch: ClipBatch) -> Renders:  # fields [B, V*F, H, W(, 3)]
         B, V, F, H, W, _ = batch.rgb.shape

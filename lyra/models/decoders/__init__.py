@@ -3,7 +3,8 @@
 from lyra.models.decoders.activations import GaussianActivationConfig, activate_gaussians
 from lyra.models.decoders.copies import copy_features
 from lyra.models.decoders.dynamic import DynamicGaussianDecoder
+from lyra.models.decoders.input_depth import perturb_depth, warp_depth
 from lyra.models.decoders.static import GaussianDecoder, StaticGaussianDecoder
 
 __all__ = ["DynamicGaussianDecoder", "GaussianActivationConfig", "GaussianDecoder", "StaticGaussianDecoder",
-           "activate_gaussians", "copy_features"]
+           "activate_gaussians", "copy_features", "perturb_depth", "warp_depth"]

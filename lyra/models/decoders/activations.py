@@ -40,6 +40,7 @@ class GaussianActivationConfig:
     scale_bias: float | None = None  # None: the mode's default (DEFAULT_SCALE_BIAS)
     opacity_bias: float = 2.0  # opacity = sigmoid(x - opacity_bias)
     scale_mode: ScaleMode = "absolute"
+    prior_log_range: float = 0.5  # with a prior distance d0: distance = d0 exp(prior_log_range tanh(x))
 
     def __post_init__(self) -> None:
         if self.scale_mode not in DEFAULT_SCALE_BIAS:
@@ -48,6 +49,8 @@ class GaussianActivationConfig:
             self.scale_bias = DEFAULT_SCALE_BIAS[self.scale_mode]
         if not 0 < self.near < self.far:
             raise ValueError(f"need 0 < near < far, got near={self.near}, far={self.far}")
+        if not self.prior_log_range > 0:
+            raise ValueError(f"prior_log_range must be > 0, got {self.prior_log_range}")
 
 
 def activate_gaussians(
@@ -57,6 +60,7 @@ def activate_gaussians(
     cfg: GaussianActivationConfig,
     footprint: Tensor | None = None,  # [..., N] block width per unit distance (footprint scale mode)
     unit: Tensor | None = None,  # [..., N] or broadcastable: the scene's length unit (near, far, max_scale in it)
+    prior: Tensor | None = None,  # [..., N] a known distance along each ray (an input depth), 0 = none
 ) -> Gaussians:
     if raw.shape[-1] != RAW_CHANNELS:
         raise ValueError(f"raw Gaussian channels must be {RAW_CHANNELS}, got {raw.shape[-1]}")
@@ -64,6 +68,9 @@ def activate_gaussians(
     w = torch.sigmoid(dist_x - cfg.distance_bias)
     unit = torch.ones((), dtype=raw.dtype, device=raw.device) if unit is None else unit.to(raw.dtype)
     distance = (cfg.near * (1 - w) + cfg.far * w) * unit[..., None]
+    if prior is not None:  # where the distance is known, the raw channel only corrects it, within bounds
+        corrected = prior[..., None].to(raw.dtype) * torch.exp(cfg.prior_log_range * torch.tanh(dist_x))
+        distance = torch.where(prior[..., None] > 0, corrected, distance)
     means = origins + dirs * distance
     colors = 0.5 * torch.tanh(rgb_x) + 0.5
     if cfg.scale_mode == "footprint":

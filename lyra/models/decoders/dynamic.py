@@ -26,6 +26,9 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
 
     def add_conditioning(self, width: int) -> None:
         cfg = self.config
+        if cfg.input_depth:
+            raise ValueError("input_depth is built for the static decoder only (a moving scene's first frame does "
+                             "not give the other times' depth); set it to false for DynamicGaussianDecoder")
         self.source_time_embed = PatchEmbed3d(3 * cfg.time_factor, width, cfg.patch_size, zero_init=True)
         self.target_time_embed = nn.Linear(3, width)
         nn.init.zeros_(self.target_time_embed.weight)

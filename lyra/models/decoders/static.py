@@ -25,6 +25,7 @@ from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationCon
 from lyra.models.decoders.copies import NUM_COPY_FEATURES, frame_copy_features
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
+from lyra.models.decoders.input_depth import depth_features, fill_holes, splat_depth, warp_depth
 from lyra.render.cameras import pixel_rays, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
@@ -121,6 +122,17 @@ class StaticGaussianDecoder(GaussianDecoder):
             positions in scene units) or ``"cameras"``: all of them in units of the source cameras'
             spread (:func:`camera_spread`), so the decoder predicts depth relative to how far its
             cameras move and a scene scaled by k gives Gaussians scaled by k.
+        input_depth: also read the input image's depth (the first source frame's: trajectory 0,
+            frame 0; GEN3C's 3D cache) warped into every source camera
+            (:mod:`~lyra.models.decoders.input_depth`): its log and coverage enter the tokens through a
+            zero-initialised embed, and every Gaussian whose cell it covers starts at that depth,
+            which the distance channel then corrects by at most a factor exp(``input_depth_range``).
+            ``forward`` then needs ``input_depth``. Not in the paper; static decoder only.
+        input_depth_range: the largest |log| correction of an input depth (0.5: x0.61 to x1.65).
+        input_depth_fill: fill holes of the warped input depth (cells no point of the input image
+            reaches, unless its sky does: disocclusions, beyond its edges) this many cells deep
+            from their deepest neighbour (:func:`~lyra.models.decoders.input_depth.fill_holes`); 0:
+            the decoder predicts their distance itself.
     """
 
     _supports_gradient_checkpointing = True
@@ -150,6 +162,9 @@ class StaticGaussianDecoder(GaussianDecoder):
         copy_features: bool = False,
         copy_tolerance: float = 0.1,
         depth_units: Literal["world", "cameras"] = "world",
+        input_depth: bool = False,
+        input_depth_range: float = 0.5,
+        input_depth_fill: int = 0,
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
@@ -165,13 +180,17 @@ class StaticGaussianDecoder(GaussianDecoder):
             raise ValueError(f"head_type must be 'linear' or 'conv', got {head_type!r}")
         if depth_units not in ("world", "cameras"):
             raise ValueError(f"depth_units must be 'world' or 'cameras', got {depth_units!r}")
+        if input_depth_fill < 0:
+            raise ValueError(f"input_depth_fill must be >= 0 cells, got {input_depth_fill}")
         if not copy_tolerance > 0:
             raise ValueError(f"copy_tolerance must be > 0, got {copy_tolerance}")
         self.activation = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
-                                                   scale_bias=scale_bias, opacity_bias=opacity_bias, scale_mode=scale_mode)
+                                                   scale_bias=scale_bias, opacity_bias=opacity_bias, scale_mode=scale_mode,
+                                                   prior_log_range=input_depth_range)
         tf, p, width = time_factor, patch_size, body.width
         self.latent_embed = PatchEmbed3d(latent_channels, width, p, norm=True)
         self.ray_embed = PatchEmbed3d(6 * tf, width, p, zero_init=True)
+        self.depth_embed = PatchEmbed3d(3 * tf, width, p, zero_init=True) if input_depth else None
         self.blocks = BlockStack(body)
         # Undo the patching and the codec's temporal compression: density^2 Gaussians per latent
         # pixel per frame.
@@ -226,7 +245,7 @@ class StaticGaussianDecoder(GaussianDecoder):
 
     # ---- input checks ------------------------------------------------------------------------
 
-    def _check(self, latents: Tensor, c2w: Tensor, K: Tensor) -> None:
+    def _check(self, latents: Tensor, c2w: Tensor, K: Tensor, input_depth: Tensor | None = None) -> None:
         cfg = self.config
         if latents.ndim != 6:
             raise ValueError(f"latents must be [B, V, C, T', h, w], got {tuple(latents.shape)}")
@@ -254,10 +273,29 @@ class StaticGaussianDecoder(GaussianDecoder):
                 raise ValueError(f"{name} contains NaN or Inf; fix the clip (the teacher or codec produced it)")
         if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
             raise ValueError("K has a zero or negative focal length")
+        if cfg.input_depth and input_depth is None:
+            raise ValueError("this decoder was built with input_depth=True and needs `input_depth` [B, H, W], the "
+                             "z-depth of the first source frame (StudentModule passes the clip's src_depth[:, 0, 0])")
+        if not cfg.input_depth and input_depth is not None:
+            raise ValueError("`input_depth` was given to a decoder built without input_depth; drop it or build the "
+                             "decoder with input_depth=True")
+        if input_depth is not None:
+            want = (B, h * cfg.space_factor, w * cfg.space_factor)
+            if tuple(input_depth.shape) != want:
+                raise ValueError(f"input_depth must be [B, H, W] = {want} (the source frames' size), "
+                                 f"got {tuple(input_depth.shape)}")
+            if not torch.isfinite(input_depth).all() or (input_depth < 0).any():
+                raise ValueError("input_depth must be finite and >= 0 (0 = unknown)")
 
     # ---- shared pieces -------------------------------------------------------------------------
 
-    def embed_tokens(self, latents: Tensor, c2w: Tensor, K: Tensor) -> Tensor:  # -> [B*V, L, D]
+    def embed_tokens(
+        self,
+        latents: Tensor,  # [B, V, C, T', h, w]
+        c2w: Tensor,  # [B, V, T, 4, 4]
+        K: Tensor,  # [B, V, T, 3, 3]
+        input_depth: Tensor | None = None,  # [B, H, W] (decoders built with input_depth)
+    ) -> Tensor:  # [B*V, L, D]
         cfg = self.config
         B, V, C, Tl, h, w = latents.shape
         T = c2w.shape[2]
@@ -269,7 +307,15 @@ class StaticGaussianDecoder(GaussianDecoder):
         rays = fold_frames(rays.reshape(B * V, T, h, w, 6), cfg.time_factor, cfg.causal_first_frame)
         rays = rays.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 6, Tl, h, w)
         tokens = self.latent_embed(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
-        return tokens + self.ray_embed(rays.to(self.dtype))
+        tokens = tokens + self.ray_embed(rays.to(self.dtype))
+        if self.depth_embed is not None:
+            seen, sky = splat_depth(input_depth, c2w[:, 0, 0], K[:, 0, 0], c2w, K, (h, w))  # [B, V, T, h, w]
+            seen, filled = fill_holes(seen, sky, cfg.input_depth_fill)
+            feats = fold_frames(depth_features(seen, filled).reshape(B * V, T, h, w, 3), cfg.time_factor,
+                                cfg.causal_first_frame)
+            feats = feats.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 3, Tl, h, w)
+            tokens = tokens + self.depth_embed(feats.to(self.dtype))
+        return tokens
 
     def gaussian_latent_frames(self, x: Tensor, dim: int) -> Tensor:
         """``x`` restricted, along its latent-frame axis ``dim``, to the latent frames that emit
@@ -320,9 +366,11 @@ class StaticGaussianDecoder(GaussianDecoder):
         raw: Tensor,  # [B, (M,) V, F, gh, gw, 12], F = the frames that get Gaussians
         c2w: Tensor,  # [B, V, T, 4, 4] every source camera
         K: Tensor,  # [B, V, T, 3, 3]
+        input_depth: Tensor | None = None,  # [B, H, W] (decoders built with input_depth)
     ) -> Gaussians:  # [B, (M,) N] in world coordinates
         cfg = self.config
         ref = c2w[:, 0, 0]
+        src_c2w, src_K = c2w[:, 0, 0], K[:, 0, 0]
         unit = self.length_unit(c2w)  # [B], from every source camera (the embedding's unit)
         frames = self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)
         c2w, K = c2w[:, :, frames], K[:, :, frames]
@@ -334,20 +382,26 @@ class StaticGaussianDecoder(GaussianDecoder):
         # A grid cell's width per unit of distance along its ray (1 / focal in grid pixels).
         footprint = (1.0 / torch.sqrt(K_grid[..., 0, 0] * K_grid[..., 1, 1]))[..., None, None].expand(
             *origins.shape[:-1])
+        prior = None
+        if self.depth_embed is not None:  # the input depth in each Gaussian's cell, as a distance along its ray
+            z = warp_depth(input_depth, src_c2w, src_K, c2w, K, (gh, gw), cfg.input_depth_fill)
+            prior = z / (dirs * c2w[:, :, :, None, None, :3, 2]).sum(-1).clamp_min(1e-6)
         lead = raw.shape[:-5]
         extra = len(lead) - 1  # a target-time dim M for dynamic decoders
         for _ in range(extra):
             origins, dirs, footprint = origins[:, None], dirs[:, None], footprint[:, None]
+            prior = None if prior is None else prior[:, None]
         origins, dirs = origins.expand(raw.shape[:-1] + (3,)), dirs.expand(raw.shape[:-1] + (3,))
         footprint = footprint.expand(raw.shape[:-1])
+        prior = None if prior is None else prior.expand(raw.shape[:-1]).reshape(*lead, -1)
         raw = raw.reshape(*lead, -1, RAW_CHANNELS)
         origins, dirs, footprint = origins.reshape(*lead, -1, 3), dirs.reshape(*lead, -1, 3), footprint.reshape(*lead, -1)
         unit = unit.reshape(-1, *([1] * extra), 1)  # [B, (1,) 1]
-        g = activate_gaussians(raw, origins, dirs, self.activation, footprint, unit)
+        g = activate_gaussians(raw, origins, dirs, self.activation, footprint, unit, prior)
         if self.copy_mlp is not None:  # depths first, then the copies they imply, then all but depth again
             feats = frame_copy_features(g.means, c2w, K_grid, (gh, gw), cfg.copy_tolerance)
             delta = self.copy_mlp(feats.to(raw.dtype)) * (torch.arange(RAW_CHANNELS, device=raw.device) > 0)
-            g = activate_gaussians(raw + delta, origins, dirs, self.activation, footprint, unit)
+            g = activate_gaussians(raw + delta, origins, dirs, self.activation, footprint, unit, prior)
         # Orientations were predicted in the first camera's frame: rotate them to world.
         q_ref = rotmat_to_quat(ref[:, :3, :3])
         for _ in range(extra + 1):
@@ -364,15 +418,16 @@ class StaticGaussianDecoder(GaussianDecoder):
         K: Tensor,  # [B, V, T, 3, 3]
         time: Tensor | None = None,  # [B, V, T] ignored by the static decoder
         target_time: Tensor | None = None,  # [B, M] ignored by the static decoder
+        input_depth: Tensor | None = None,  # [B, H, W] z-depth of the first source frame, 0 = unknown
     ) -> Gaussians:  # batch shape [B], N = V * F * (h * density) * (w * density), F frames with Gaussians
-        self._check(latents, c2w, K)
+        self._check(latents, c2w, K, input_depth)
         B, V, _, Tl, h, w = latents.shape
-        tokens = self.embed_tokens(latents, c2w, K)
+        tokens = self.embed_tokens(latents, c2w, K, input_depth)
         raw = self.mix_and_decode(tokens, latents, B, V)
         skip = self.latent_skip_raw(latents)
         if skip is not None:
             raw = raw + skip
-        return self.to_gaussians(raw.float(), c2w, K)
+        return self.to_gaussians(raw.float(), c2w, K, input_depth)
 
     @torch.no_grad()
     def fit_latent_skip(

@@ -1,0 +1,172 @@
+"""The decoder's optional input depth: the warp, the noise model, the decoder and the student."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
+
+from lyra.models.decoders.input_depth import depth_features, fill_holes, perturb_depth, splat_depth, warp_depth
+from lyra.render.cameras import look_at, make_intrinsics
+
+H = W = 32
+
+
+def _camera(eye, target=(0.0, 0.0, 0.0)):
+    return look_at(torch.tensor(eye, dtype=torch.float32), torch.tensor(target, dtype=torch.float32))
+
+
+K = make_intrinsics(30.0, 30.0, W / 2, H / 2)
+
+
+def test_warp_into_its_own_camera_gives_the_depth_back():
+    src = _camera([0.0, 0.0, -3.0])
+    depth = 2.0 + torch.rand(1, H, W)
+    out = warp_depth(depth, src[None], K[None], src[None, None], K[None, None], (H, W))
+    assert torch.allclose(out[0, 0], depth[0], rtol=1e-4)
+
+
+def test_warp_moves_with_the_camera_and_leaves_unseen_cells_unknown():
+    src = _camera([0.0, 0.0, -3.0])
+    plane = torch.full((1, H, W), 3.0)  # the plane z = 0 in world, 3 in front of the source camera
+    back = _camera([0.0, 0.0, -4.0])  # one unit further back: the plane is at depth 4, and covers less
+    side = _camera([2.0, 0.0, -3.0], (2.0, 0.0, 0.0))  # slid sideways: the left part sees nothing
+    out = warp_depth(plane, src[None], K[None], torch.stack([back, side])[None], K.expand(1, 2, 3, 3), (8, 8))[0]
+    assert torch.allclose(out[0, 2:6, 2:6], torch.full((4, 4), 4.0), rtol=1e-4)
+    assert (out[0, 0] == 0).all()  # the border beyond the plane's edge: nothing lands there
+    assert torch.allclose(out[1][out[1] > 0], torch.tensor(3.0), rtol=1e-4)
+    assert (out[1][:, 6:] == 0).all() and (out[1][:, :3] > 0).all()
+
+
+def test_warp_keeps_the_nearest_surface_and_skips_unknown_pixels():
+    src = _camera([0.0, 0.0, -3.0])
+    depth = torch.full((1, H, W), 3.0)
+    depth[0, 12:20, 12:20] = 1.5  # a near square in front of the plane
+    depth[0, :4] = 0  # unknown rows project nothing
+    side = _camera([0.3, 0.0, -3.0], (0.3, 0.0, 0.0))
+    out = warp_depth(depth, src[None], K[None], torch.stack([src, side])[None], K.expand(1, 2, 3, 3), (H, W))[0]
+    assert (out[0, :4] == 0).all()
+    assert torch.allclose(out[0, 14, 14], torch.tensor(1.5))
+    # From the side the square moves more than the plane behind it; where both land, the square wins.
+    assert (out[1] == 1.5).sum() >= 8 * 6 and ((out[1] - 1.5).abs() < 1e-4).sum() == (out[1] == 1.5).sum()
+    filled = torch.zeros_like(out, dtype=torch.bool)
+    filled[0, 0, 0] = True
+    feats = depth_features(out, filled)
+    assert torch.equal(feats[..., 1], ((out > 0) & ~filled).float()) and (feats[..., 0][out == 0] == 0).all()
+    assert torch.equal(feats[..., 2], filled.float())
+
+
+def test_sky_is_told_apart_from_holes_and_holes_fill_from_the_background():
+    src = _camera([0.0, 0.0, -3.0])
+    depth = torch.full((1, H, W), 3.0)
+    depth[0, 14:18, 14:18] = 1.0  # a near square: stepping sideways uncovers the plane behind it
+    depth[0, :6] = 0  # sky above
+    side = _camera([0.4, 0.0, -3.0], (0.4, 0.0, 0.0))
+    out, sky = splat_depth(depth, src[None], K[None], side[None, None], K[None, None], (H, W))
+    out, sky = out[0, 0], sky[0, 0]
+    assert sky[:6].all() and not sky[7:].any() and (out[:6] == 0).all()
+    hole = (out == 0) & ~sky
+    assert hole[8:24].any()  # the disocclusion beside the square
+    got, filled = fill_holes(out, sky, 4)
+    assert torch.equal(filled, hole & (got > 0)) and (got[sky] == 0).all()
+    assert torch.allclose(got[filled & (torch.arange(H)[:, None] > 8)], torch.tensor(3.0))  # the plane, not the square
+    assert torch.equal(warp_depth(depth, src[None], K[None], side[None, None], K[None, None], (H, W), fill=4)[0, 0], got)
+    # A hole next to sky and to nothing known becomes sky, not ground.
+    d, s = torch.zeros(1, 6, 6), torch.zeros(1, 6, 6, dtype=torch.bool)
+    d[0, 4:] = 2.0
+    s[0, :2] = True
+    got, filled = fill_holes(d, s, 3)
+    assert (got[0, 3] == 2.0).all() and (got[0, :3] == 0).all() and not filled[0, :3].any()
+
+
+def test_warp_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="depth must be"):
+        warp_depth(torch.ones(H, W), torch.eye(4)[None], K[None], torch.eye(4)[None, None], K[None, None], (4, 4))
+
+
+def test_perturb_depth_is_smooth_fixed_per_seed_and_keeps_unknown():
+    depth = torch.full((2, H, W), 5.0)
+    depth[:, 0] = 0
+    a, b = perturb_depth(depth, 0.1, [1, 2]), perturb_depth(depth, 0.1, [1, 2])
+    assert torch.equal(a, b) and not torch.equal(a[0], a[1])
+    assert (a[:, 0] == 0).all() and torch.equal(perturb_depth(depth, 0.0, [1, 2]), depth)
+    err = (a[:, 1:] / 5.0).log()
+    assert 0.02 < float(err.std()) < 0.3  # of the requested size ...
+    assert float((err[:, :, 1:] - err[:, :, :-1]).abs().max()) < 0.1  # ... and smooth: neighbours agree
+    with pytest.raises(ValueError, match="one seed per batch item"):
+        perturb_depth(depth, 0.1, [1])
+
+
+def _decoders(**kw):
+    """The same weights with and without input depth (its embed starts at zero)."""
+    plain = tiny_decoder(**kw)
+    reader = tiny_decoder(input_depth=True, **kw)
+    missing, unexpected = reader.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("depth_embed") for k in missing)
+    return plain, reader
+
+
+def test_decoder_places_gaussians_at_the_input_depth_and_is_unchanged_where_it_is_unknown():
+    lat, c2w, Ks = decoder_inputs(V=2, T=5, h=4, w=4)
+    plain, reader = _decoders()
+    unknown = torch.zeros(1, 32, 32)
+    with torch.no_grad():
+        g0, g1 = plain(lat, c2w, Ks), reader(lat, c2w, Ks, input_depth=unknown)
+        assert torch.allclose(g0.means, g1.means, atol=1e-5) and torch.allclose(g0.colors, g1.colors)
+        reader.readout.weight[:, 0] = 0  # distance channel 0: no correction of the input depth
+        reader.readout.bias[0] = 0
+        depth = 2.0 + torch.rand(1, 32, 32)
+        g = reader(lat, c2w, Ks, input_depth=depth)
+    got = reader.gaussian_depths(g, c2w, (32, 32))[:, 0, 0]  # trajectory 0, frame 0: the input camera
+    want = warp_depth(depth, c2w[:, 0, 0], Ks[:, 0, 0], c2w[:, :1, :1], Ks[:, :1, :1], got.shape[-2:])[:, 0, 0]
+    assert torch.allclose(got, want, rtol=1e-4)
+    # Any correction stays within the configured range.
+    reader.readout.bias.data[0] = 50.0
+    with torch.no_grad():
+        far = reader.gaussian_depths(reader(lat, c2w, Ks, input_depth=depth), c2w, (32, 32))[:, 0, 0]
+    assert torch.allclose(far / want, torch.tensor(torch.e ** 0.5), rtol=1e-4)
+
+
+def test_decoder_learns_from_the_input_depth():
+    lat, c2w, Ks = decoder_inputs(V=2, T=5, h=4, w=4)
+    _, reader = _decoders()
+    g = reader(lat, c2w, Ks, input_depth=2.0 + torch.rand(1, 32, 32))
+    (g.colors.sum() + g.means.sum()).backward()
+    assert reader.depth_embed.proj.weight.grad.abs().sum() > 0  # the embed can move off zero
+
+
+def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
+    lat, c2w, Ks = decoder_inputs(V=2, T=5, h=4, w=4)
+    plain, reader = _decoders()
+    with pytest.raises(ValueError, match="needs `input_depth`"):
+        reader(lat, c2w, Ks)
+    with pytest.raises(ValueError, match="built without input_depth"):
+        plain(lat, c2w, Ks, input_depth=torch.ones(1, 32, 32))
+    with pytest.raises(ValueError, match=r"input_depth must be \[B, H, W\]"):
+        reader(lat, c2w, Ks, input_depth=torch.ones(1, 16, 16))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        reader(lat, c2w, Ks, input_depth=-torch.ones(1, 32, 32))
+    with pytest.raises(ValueError, match="input_depth_fill must be >= 0"):
+        tiny_decoder(input_depth=True, input_depth_fill=-1)
+    with pytest.raises(ValueError, match="static decoder only"):
+        tiny_decoder(dynamic=True, input_depth=True)
+    reader.save_pretrained(tmp_path)
+    back = type(reader).from_pretrained(tmp_path)
+    assert back.config.input_depth and back.config.input_depth_range == 0.5
+    assert torch.equal(back.depth_embed.proj.weight, reader.depth_embed.proj.weight)
+
+
+def test_student_reads_the_first_source_frame_with_noise_fixed_per_scene():
+    batch = synthetic_batch()
+    batch.src_depth = 2.0 + torch.rand(1, 2, 5, 32, 32)
+    exact = tiny_student(lpips=False, decoder=tiny_decoder(input_depth=True))
+    noisy = tiny_student(lpips=False, decoder=tiny_decoder(input_depth=True), input_depth_noise=0.1)
+    assert torch.equal(exact.input_depth(batch), batch.src_depth[:, 0, 0])
+    a, b = noisy.input_depth(batch), noisy.input_depth(batch)
+    assert torch.equal(a, b) and not torch.allclose(a, batch.src_depth[:, 0, 0])
+    assert exact(batch).num_gaussians > 0
+    batch.src_depth = None
+    with pytest.raises(ValueError, match="clips carry no depth"):
+        exact(batch)
+    with pytest.raises(ValueError, match="input_depth_noise"):
+        tiny_student(lpips=False, input_depth_noise=-1.0)
