@@ -14,7 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-BASELINES = {"nearest": ("nearest source frame", ":"), "codec": ("codec ceiling", "--")}
+BASELINES = {"nearest": ("nearest source frame", ":"), "codec": ("codec ceiling", "--"),
+             "input_warp": ("input image warped by its depth", "-.")}
+
+
+def baseline_point(runs: dict[str, list[dict]], name: str) -> dict:
+    """The last point of the first run that scored baseline ``name`` (baselines do not depend on the run)."""
+    return next((pts[-1] for pts in runs.values() if any(k.startswith(name + "/") for k in pts[-1])),
+                next(iter(runs.values()))[-1])
 
 
 def load(folder: Path) -> list[dict]:
@@ -31,8 +38,10 @@ def table(runs: dict[str, list[dict]]) -> str:
             cells = [f"{p[f'student/truth/psnr@{h}']:.2f}" if f"student/truth/psnr@{h}" in p else "-" for h in held]
             lines.append(f"| {label} | {p['minutes']:.1f} | {p['step']} | " + " | ".join(cells)
                          + f" | {p['student/truth/psnr']:.2f} | {p['student/source/psnr']:.2f} |")
-    last = next(iter(runs.values()))[-1]
     for name in BASELINES:
+        last = baseline_point(runs, name)
+        if f"{name}/truth/psnr" not in last:
+            continue
         cells = [f"{last[f'{name}/truth/psnr@{h}']:.2f}" if f"{name}/truth/psnr@{h}" in last else "-" for h in held]
         lines.append(f"| {name} | | | " + " | ".join(cells) + f" | {last.get(f'{name}/truth/psnr', float('nan')):.2f} | |")
     return "\n".join(lines)
@@ -50,8 +59,8 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
         for i, (label, pts) in enumerate(runs.items()):
             ax.plot([p["minutes"] for p in pts], [p.get(f"student/truth/psnr@{h}") for p in pts], "o-",
                     color=f"C{i}", label=label)
-        last = next(iter(runs.values()))[-1]
         for name, (text, style) in BASELINES.items():
+            last = baseline_point(runs, name)
             if f"{name}/truth/psnr@{h}" in last:
                 ax.axhline(last[f"{name}/truth/psnr@{h}"], color="k", linestyle=style, linewidth=1, label=text)
         ax.set_title(f"held-out {h}")

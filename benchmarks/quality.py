@@ -10,8 +10,8 @@ It trains exactly what ``lightning fit --config <config>`` trains (the same ``St
 with the evaluation protocol of ``lightning test`` (``lyra.eval``, docs/evaluation.md) every
 ``--every`` minutes of training time, on ``--test-scenes`` test scenes, once per held-out
 trajectory: the student against ground truth on the held-out trajectory (frames 4, 8, 12, 16 of
-17), its source-view score, and the baselines (nearest source frame, codec ceiling, and with
-``--per-scene`` per-scene optimisation). Writes ``curve.json`` and ``curve.png`` to ``--out-dir``,
+17), its source-view score, and the baselines (nearest source frame, codec ceiling, the input
+image warped by its depth, and with ``--per-scene`` per-scene optimisation). Writes ``curve.json`` and ``curve.png`` to ``--out-dir``,
 prints the final table, then one JSON line.
 """
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(machine_line(args.threads), flush=True)
     cli = build(args, extra)
     model, trainer = cli.model, cli.trainer
-    baselines = ["nearest", "codec"] + (["per_scene"] if args.per_scene else [])
+    baselines = ["nearest", "codec", "input_warp"] + (["per_scene"] if args.per_scene else [])
     evaluation = EvalConfig(lpips_net=model.eval_config.lpips_net, baselines=baselines,
                             scene_fit=model.eval_config.scene_fit)
     curve = LearningCurve(args.out_dir, every_minutes=args.every, budget_minutes=args.minutes, evaluation=evaluation)

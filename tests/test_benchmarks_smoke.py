@@ -31,7 +31,8 @@ def test_quality_smoke_trains_through_the_cli_and_writes_a_curve(tmp_path):
     assert res["steps"] == 2 and len(res["curve"]) == 2  # evaluated at the start and at the end
     assert [p["step"] for p in res["curve"]] == [0, 2]
     final = res["final"]
-    for key in ("student/truth/psnr@up", "student/source/psnr", "nearest/truth/psnr@up", "codec/truth/psnr@up"):
+    for key in ("student/truth/psnr@up", "student/source/psnr", "nearest/truth/psnr@up", "codec/truth/psnr@up",
+                "input_warp/truth/psnr@up"):
         assert 0 < final[key] <= 100 and math.isfinite(final[key]), key
     # baselines do not change while the student trains
     assert res["curve"][0]["nearest/truth/psnr@up"] == final["nearest/truth/psnr@up"]

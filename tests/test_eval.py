@@ -9,7 +9,7 @@ import torch
 
 from lyra.data.clip import Clip
 from lyra.eval import SceneFitConfig, fit_scene, heldout_split, nearest_source_frames, target_frames
-from lyra.eval.baselines import init_on_rays, source_parallax
+from lyra.eval.baselines import init_on_rays, input_image_warp, source_parallax
 from lyra.eval.report import EvalConfig, format_table, summarize
 from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
 from lyra.render.renderer import GaussianRenderer
@@ -157,3 +157,24 @@ def test_scene_fit_with_zero_learning_rates_keeps_those_parameters():
     torch.testing.assert_close(g.scales[0], start["log_scales"].exp())
     torch.testing.assert_close(g.opacities[0], torch.sigmoid(start["opacity_logits"]))
     assert not torch.allclose(g.colors[0], torch.sigmoid(start["color_logits"]))  # only the colours moved
+
+
+def test_input_warp_reproduces_the_input_view_and_copies_into_its_holes():
+    clip = toy_clip(views=2, frames=3, size=32)
+    ramp = torch.linspace(0, 1, 32)
+    clip.rgb[..., 0], clip.rgb[..., 1] = ramp, ramp[:, None]  # smooth, so resampling changes little
+    clip.depth = torch.full_like(clip.depth, 3.0)
+    clip.depth[0, 0, :4] = 0  # sky rows: lifted far away, not dropped
+    src, K0 = clip, clip.K[0, 0]
+    same = input_image_warp(src, clip.c2w[0, :1], K0[None])[0]
+    assert (same[4:] - clip.rgb[0, 0, 4:]).abs().mean() < 0.02  # seen from its own camera: itself
+    turned = clip.c2w[0, 0].clone()
+    turned[:3, :3] = turned[:3, :3] @ torch.linalg.matrix_exp(torch.tensor(  # 40 degrees about y
+        [[0.0, 0, 0.7], [0, 0, 0], [-0.7, 0, 0]]))
+    out = input_image_warp(src, turned[None], K0[None])[0]
+    nearest = clip.rgb.reshape(-1, 32, 32, 3)[nearest_source_frames(clip.c2w.reshape(-1, 4, 4), turned[None])[0]]
+    holes = (out == nearest).all(-1)
+    assert holes.float().mean() > 0.2 and (~holes).float().mean() > 0.2  # part warped, part copied
+    clip.depth = None
+    with pytest.raises(ValueError, match="lifts the input image with its depth"):
+        input_image_warp(clip, turned[None], K0[None])

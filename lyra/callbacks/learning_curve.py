@@ -20,7 +20,7 @@ from lyra.eval.report import EvalConfig, EvalReport, summarize
 from lyra.utils.atomic import atomic_path, atomic_write_text
 
 BASELINE_STYLE = {"nearest": ("nearest source frame", "--"), "per_scene": ("per-scene optimisation", ":"),
-                  "codec": ("codec ceiling", "-.")}
+                  "codec": ("codec ceiling", "-."), "input_warp": ("input image warped by its depth", (0, (1, 1)))}
 
 
 class LearningCurve(L.Callback):
@@ -100,9 +100,13 @@ class LearningCurve(L.Callback):
         self.points.append(point)
         self._write()
         held = sorted({k.split("@", 1)[1] for k in summary if k.startswith("student/truth/psnr@")})
+
+        def baselines(h: str) -> str:
+            return ", ".join(f"{name} {summary[f'{name}/truth/psnr@{h}']:.2f}" for name in ("nearest", "input_warp")
+                             if f"{name}/truth/psnr@{h}" in summary)
+
         print(f"eval at {point['minutes']:.1f} min, step {point['step']}: "
-              + "  ".join(f"{h} {summary[f'student/truth/psnr@{h}']:.2f} dB (nearest "
-                          f"{summary.get(f'nearest/truth/psnr@{h}', float('nan')):.2f})" for h in held)
+              + "  ".join(f"{h} {summary[f'student/truth/psnr@{h}']:.2f} dB ({baselines(h)})" for h in held)
               + f"  source {summary.get('student/source/psnr', float('nan')):.2f} dB"
               + f"  ({point['eval_seconds']:.0f} s)", flush=True)
         self._paused += time.perf_counter() - t0

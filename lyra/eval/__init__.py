@@ -3,8 +3,8 @@
 ``lightning test`` (``StudentModule.test_step``) and ``benchmarks/`` both use it.
 """
 
-from lyra.eval.baselines import (BASELINES, SceneFitConfig, fit_scene, nearest_frame, nearest_source_frames,
-                                 source_parallax)
+from lyra.eval.baselines import (BASELINES, SceneFitConfig, fit_scene, input_image_warp, nearest_frame,
+                                 nearest_source_frames, source_parallax)
 from lyra.eval.protocol import heldout_split, target_frames
 from lyra.eval.report import EvalConfig, EvalReport, format_table, parallax_bin_labels, summarize
 
@@ -16,6 +16,7 @@ __all__ = [
     "fit_scene",
     "format_table",
     "heldout_split",
+    "input_image_warp",
     "nearest_frame",
     "parallax_bin_labels",
     "nearest_source_frames",

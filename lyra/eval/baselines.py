@@ -3,6 +3,9 @@
 - ``nearest``: the teacher frame of the nearest source camera (what any 3D method must beat);
 - ``codec``: the teacher's own decoding of the held-out frames vs ground truth (the ceiling:
   the student only ever sees decoded frames);
+- ``input_warp``: the input image (first source frame) lifted to points at the clip's depth and
+  rendered at the query cameras, the nearest source frame where no point lands: what a student
+  that reads the input depth must beat (GEN3C's 3D cache, gap-filled by copying);
 - ``per_scene``: Gaussians fitted to one scene's source views with Adam (the slow upper bound
   of what a feed-forward decoder amortises). With ``pixel_stride`` / ``frame_stride`` equal to
   a decoder's layout it is also that layout's ceiling (``benchmarks/layout_ceiling.py``).
@@ -25,7 +28,7 @@ from lyra.render.renderer import GaussianRenderer
 if TYPE_CHECKING:  # lyra.data imports lyra.eval (the test split): annotations only
     from lyra.data.clip import Clip
 
-BASELINES = ("nearest", "codec", "per_scene")
+BASELINES = ("nearest", "codec", "input_warp", "per_scene")
 
 
 def nearest_source_frames(
@@ -80,6 +83,31 @@ def nearest_frame(
 ) -> Tensor:  # [Q, H, W, 3] the teacher RGB of the nearest source camera
     idx = nearest_source_frames(src.c2w.reshape(-1, 4, 4).to(c2w), c2w)
     return src.rgb.reshape(-1, *src.rgb.shape[2:]).to(c2w.device)[idx]
+
+
+def input_image_warp(
+    src: Clip,  # the source views, all frames; frame 0 of view 0 is the input image, with depth
+    c2w: Tensor,  # [Q, 4, 4] query cameras
+    K: Tensor,  # [Q, 3, 3]
+    sky_factor: float = 10.0,
+) -> Tensor:  # [Q, H, W, 3]
+    """The input image's teacher RGB lifted to one point per pixel at the clip's depth (unknown
+    depth, the sky: ``sky_factor`` x the farthest known depth) and rendered at the query cameras;
+    pixels no point covers come from the nearest source frame."""
+    from lyra.data.generators.point_cache import lift_to_points, render_points  # lyra.data imports lyra.eval
+
+    if src.depth is None:
+        raise ValueError("the input_warp baseline lifts the input image with its depth; the clip has none "
+                         "(use a teacher that writes depth, or drop input_warp from evaluation.baselines)")
+    depth = src.depth[0, 0]
+    known = depth > 0
+    if not known.any():
+        raise ValueError("the input image has no known depth at all; input_warp cannot lift it")
+    depth = torch.where(known, depth, sky_factor * depth[known].max())
+    H, W = src.image_size
+    cloud = lift_to_points(src.rgb[0, 0], depth, src.c2w[0, 0], src.K[0, 0])
+    cache = render_points(cloud, c2w, K, H, W)
+    return torch.where(cache.holes[..., None], nearest_frame(src, c2w), cache.rgb)
 
 
 # ---- per-scene optimisation ---------------------------------------------------------------------

@@ -9,6 +9,9 @@ Per test sample (one scene, one held-out trajectory; see :mod:`lyra.eval.protoco
   ``fidelity`` = vs the teacher's RGB on every target frame (the self-distillation number);
 - ``nearest``: the teacher frame of the nearest source camera, ``truth`` and ``heldout``;
 - ``codec``: the teacher's own decoding vs ground truth on the truth frames (the ceiling);
+- ``input_warp``: the input image lifted with its depth and rendered at the truth frames' cameras,
+  the nearest source frame in its holes, ``truth`` and ``heldout`` (the baseline for students
+  that read the input depth);
 - ``per_scene`` (opt-in, slow): Gaussians fitted to the source views, scored like the student.
 
 Where the held-out frames' depth is metric (procedural teachers), each record also lists its
@@ -39,7 +42,8 @@ from typing import TYPE_CHECKING, Literal, Sequence
 import torch
 from torch import Tensor, nn
 
-from lyra.eval.baselines import BASELINES, SceneFitConfig, nearest_frame, source_parallax, timed_fit
+from lyra.eval.baselines import (BASELINES, SceneFitConfig, input_image_warp, nearest_frame, source_parallax,
+                                 timed_fit)
 from lyra.metrics.clip_score import CLIPScore
 from lyra.metrics.image import ImageMetrics, psnr
 from lyra.render.renderer import GaussianRenderer
@@ -49,7 +53,7 @@ if TYPE_CHECKING:  # lyra.data imports lyra.eval (the test split): annotations o
     from lyra.data.clip import ClipBatch
 
 METRICS = ("psnr", "ssim", "lpips")
-METHODS = ("student", "per_scene", "nearest", "codec")
+METHODS = ("student", "per_scene", "input_warp", "nearest", "codec")
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +64,9 @@ class EvalConfig:
 
     Args:
         lpips_net: LPIPS backbone of the metric (the protocol: ``"vgg"``).
-        baselines: which of ``nearest``, ``codec``, ``per_scene`` to score beside the student
-            (``per_scene`` fits every test scene with Adam: slow).
+        baselines: which of ``nearest``, ``codec``, ``input_warp``, ``per_scene`` to score beside
+            the student (``per_scene`` fits every test scene with Adam: slow; ``input_warp`` needs
+            clips with depth).
         scene_fit: settings of the per-scene baseline.
         clip_model: open_clip architecture (e.g. ``"ViT-B-32"``) of the CLIP score between each
             sample's caption and its renders (``student/clip/score``); needs ``clip_weights``.
@@ -206,6 +211,11 @@ class EvalReport(nn.Module):
                     out["nearest"]["truth"] = self._scores(pred, gt)
                     # per frame, for the parallax split (cached with the rest; not a record field)
                     out["_nearest_truth_psnr"] = psnr(pred.clamp(0, 1).float(), gt.float()).tolist()
+            elif name == "input_warp" and src is not None and src.depth is not None:
+                pred = input_image_warp(src, c2w.cpu(), K.cpu()).to(teacher.device)
+                out["input_warp"] = {"heldout": self._scores(pred, teacher)}
+                if gt is not None:
+                    out["input_warp"]["truth"] = self._scores(pred, gt)
             elif name == "per_scene" and src is not None and src.depth is not None and src.depth_is_metric:
                 g, seconds = timed_fit(src, self.fit_renderer, self.config.scene_fit)
                 g = g.to(teacher.device)
