@@ -86,6 +86,7 @@ def student_scene(config: list[str], ckpt: str | None):
     Gaussians for a procedural test clip's first five trajectories, and one frame of each of six."""
     from lyra.cli import LyraCLI
     from lyra.data.datamodule import SPLIT_OFFSETS
+    from lyra.inference.clips import clip_batch
     from lyra.render.cameras import c2w_to_viewmat
 
     cli = LyraCLI(run=False, args=[a for c in config for a in ("--config", c)])
@@ -95,7 +96,7 @@ def student_scene(config: list[str], ckpt: str | None):
     clip = cli.datamodule.teacher.make_clip(SPLIT_OFFSETS["test"])
     src = clip.select(views=list(range(5)))
     with torch.no_grad():
-        g = model.decoder(src.latents[None], src.c2w[None], src.K[None])[0]
+        g = model(clip_batch(src))[0]  # through the module: it also passes the input depth where the decoder reads it
     frame = clip.num_frames // 2
     return (g.means, g.quats, g.scales, g.opacities, g.colors, c2w_to_viewmat(clip.c2w[:, frame]), clip.K[:, frame],
             clip.image_size[0])

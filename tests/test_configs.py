@@ -90,6 +90,11 @@ def test_benchmark_overlays_build_on_the_static_config(in_tmp):
     cfg = build(*configs("static.yaml"), "--config", str(ROOT / "benchmarks/configs/cpu_default_2026-12-01.yaml")
                 ).model.decoder.config
     assert (cfg.density, cfg.gaussian_frames, cfg.latent_frames_per_view) == (2, "latent", None)
+    assert now.input_depth and now.input_depth_fill == 8  # the static CPU student reads the input depth ...
+    cfg = build(*configs("static.yaml"), "--config", str(ROOT / "benchmarks/configs/static_without_input_depth.yaml")
+                ).model.decoder.config
+    assert not cfg.input_depth  # ... unless told not to (the paper's inputs)
+    assert not build(*configs("dynamic.yaml")).model.decoder.config.input_depth  # static decoder only
 
 
 @pytest.mark.parametrize("stage", STAGES)

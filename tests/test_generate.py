@@ -112,6 +112,7 @@ def models(tmp_path_factory):
     tiny_decoder(dynamic=False, latent_channels=C).save_pretrained(root / "static")
     tiny_decoder(dynamic=True, latent_channels=C, seed=1).save_pretrained(root / "dynamic")
     tiny_decoder(dynamic=False, latent_channels=4, seed=2).save_pretrained(root / "static_vae")
+    tiny_decoder(dynamic=False, latent_channels=C, seed=3, input_depth=True).save_pretrained(root / "static_depth")
 
     def wan(cin, cout):
         return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=cin,
@@ -439,6 +440,18 @@ def test_generate_from_an_image_repeats_bit_for_bit(models, tmp_path):
     assert meta["source"]["image"] == str(models / "photo.png") and meta["weights"]["codec"]["class"] == "DCTCodec"
     assert meta["teacher"]["generator"]["gen3c"]["num_inference_steps"] == 2 and meta["clip"]["trajectories"] == ["left", "zoom_out"]
     assert iio.imread(tmp_path / "a" / "input.png").shape == (32, 32, 3)  # the centre-cropped, resized input
+
+
+def test_generate_with_a_decoder_that_reads_the_input_depth(models, tmp_path):
+    # From an image, the depth is the GEN3C cache's (the monocular estimate at the input view) ...
+    _run(["generate", "--image", str(models / "photo.png"), "--decoder", str(models / "static_depth"),
+          *_image_args(models), *FAST, "--out", str(tmp_path / "image")])
+    # ... from a procedural seed, the world's own; both reach the decoder through StudentModule.
+    _run(["generate", "--procedural", "1", "--decoder", str(models / "static_depth"), "--frames", "5", "--size", "32",
+          "--trajectories", "left,up", "--out", str(tmp_path / "proc"), *FAST])
+    for out in ("image", "proc"):
+        g = load_ply(tmp_path / out / "scene.ply")
+        assert g.num_gaussians == 2 * 5 * 4 * 4 and torch.isfinite(g.means).all()
 
 
 def test_generate_from_an_image_with_a_vae_pipeline_folder_and_offload(models, tmp_path):

@@ -158,6 +158,10 @@ def test_init_from_refuses_what_does_not_fit(tmp_path):
     tiny_decoder(dynamic=True).save_pretrained(tmp_path / "dyn")
     with pytest.raises(ValueError, match="dynamic decoder"):
         load_decoder_weights(tiny_decoder(), tmp_path / "dyn")
+    tiny_decoder(input_depth=True).save_pretrained(tmp_path / "depth")
+    with pytest.raises(ValueError, match="reads the input image's depth"):
+        load_decoder_weights(tiny_decoder(dynamic=True), tmp_path / "depth")
+    assert load_decoder_weights(tiny_decoder(input_depth=True), tmp_path / "depth") == []
     tiny_decoder(density=2).save_pretrained(tmp_path / "dense")
     with pytest.raises(ValueError, match="shape mismatches"):
         load_decoder_weights(tiny_decoder(), tmp_path / "dense")

@@ -79,6 +79,10 @@ def load_decoder_weights(decoder: GaussianDecoder, source: str | Path) -> list[s
     bad_shapes = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
                   if k in own and tuple(v.shape) != tuple(own[k].shape)}
     unexpected = sorted(set(state) - set(own))
+    if unexpected and all(k.startswith("depth_embed.") for k in unexpected):
+        raise ValueError(f"init_from: {source} holds a decoder that reads the input image's depth (input_depth: true) "
+                         "and this one does not; build it with input_depth: true (static decoders only), or start from "
+                         "a decoder trained without it (benchmarks/configs/static_without_input_depth.yaml)")
     if bad_shapes or unexpected:
         raise ValueError(f"init_from: {source} does not fit this decoder's architecture (body, density, "
                          f"latent_channels, patch_size must match): shape mismatches (saved, here) {bad_shapes}, "

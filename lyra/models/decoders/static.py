@@ -132,7 +132,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         input_depth_fill: fill holes of the warped input depth (cells no point of the input image
             reaches, unless its sky does: disocclusions, beyond its edges) this many cells deep
             from their deepest neighbour (:func:`~lyra.models.decoders.input_depth.fill_holes`); 0:
-            the decoder predicts their distance itself.
+            the decoder predicts their distance itself (measured worse: docs/benchmarks.md, E18-E21).
     """
 
     _supports_gradient_checkpointing = True
@@ -164,7 +164,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         depth_units: Literal["world", "cameras"] = "world",
         input_depth: bool = False,
         input_depth_range: float = 0.5,
-        input_depth_fill: int = 0,
+        input_depth_fill: int = 8,
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
