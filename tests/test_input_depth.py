@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 
-from lyra.models.decoders.input_depth import depth_features, fill_holes, perturb_depth, splat_depth, warp_depth
+from lyra.models.decoders.input_depth import depth_features, fill_holes, perturb_depth, warp_depth
 from lyra.render.cameras import look_at, make_intrinsics
 
 H = W = 32
@@ -22,7 +22,7 @@ K = make_intrinsics(30.0, 30.0, W / 2, H / 2)
 def test_warp_into_its_own_camera_gives_the_depth_back():
     src = _camera([0.0, 0.0, -3.0])
     depth = 2.0 + torch.rand(1, H, W)
-    out = warp_depth(depth, src[None], K[None], src[None, None], K[None, None], (H, W))
+    out, _ = warp_depth(depth, src[None], K[None], src[None, None], K[None, None], (H, W))
     assert torch.allclose(out[0, 0], depth[0], rtol=1e-4)
 
 
@@ -31,7 +31,7 @@ def test_warp_moves_with_the_camera_and_leaves_unseen_cells_unknown():
     plane = torch.full((1, H, W), 3.0)  # the plane z = 0 in world, 3 in front of the source camera
     back = _camera([0.0, 0.0, -4.0])  # one unit further back: the plane is at depth 4, and covers less
     side = _camera([2.0, 0.0, -3.0], (2.0, 0.0, 0.0))  # slid sideways: the left part sees nothing
-    out = warp_depth(plane, src[None], K[None], torch.stack([back, side])[None], K.expand(1, 2, 3, 3), (8, 8))[0]
+    out = warp_depth(plane, src[None], K[None], torch.stack([back, side])[None], K.expand(1, 2, 3, 3), (8, 8))[0][0]
     assert torch.allclose(out[0, 2:6, 2:6], torch.full((4, 4), 4.0), rtol=1e-4)
     assert (out[0, 0] == 0).all()  # the border beyond the plane's edge: nothing lands there
     assert torch.allclose(out[1][out[1] > 0], torch.tensor(3.0), rtol=1e-4)
@@ -44,7 +44,7 @@ def test_warp_keeps_the_nearest_surface_and_skips_unknown_pixels():
     depth[0, 12:20, 12:20] = 1.5  # a near square in front of the plane
     depth[0, :4] = 0  # unknown rows project nothing
     side = _camera([0.3, 0.0, -3.0], (0.3, 0.0, 0.0))
-    out = warp_depth(depth, src[None], K[None], torch.stack([src, side])[None], K.expand(1, 2, 3, 3), (H, W))[0]
+    out = warp_depth(depth, src[None], K[None], torch.stack([src, side])[None], K.expand(1, 2, 3, 3), (H, W))[0][0]
     assert (out[0, :4] == 0).all()
     assert torch.allclose(out[0, 14, 14], torch.tensor(1.5))
     # From the side the square moves more than the plane behind it; where both land, the square wins.
@@ -62,15 +62,19 @@ def test_sky_is_told_apart_from_holes_and_holes_fill_from_the_background():
     depth[0, 14:18, 14:18] = 1.0  # a near square: stepping sideways uncovers the plane behind it
     depth[0, :6] = 0  # sky above
     side = _camera([0.4, 0.0, -3.0], (0.4, 0.0, 0.0))
-    out, sky = splat_depth(depth, src[None], K[None], side[None, None], K[None, None], (H, W))
-    out, sky = out[0, 0], sky[0, 0]
-    assert sky[:6].all() and not sky[7:].any() and (out[:6] == 0).all()
-    hole = (out == 0) & ~sky
+    def warp(fill):
+        d, f = warp_depth(depth, src[None], K[None], side[None, None], K[None, None], (H, W), fill)
+        return d[0, 0], f[0, 0]
+
+    out, none = warp(0)
+    assert not none.any() and (out[:6] == 0).all()  # the sky's rows: nothing known lands there
+    hole = out == 0
+    hole[:6] = False
     assert hole[8:24].any()  # the disocclusion beside the square
-    got, filled = fill_holes(out, sky, 4)
-    assert torch.equal(filled, hole & (got > 0)) and (got[sky] == 0).all()
+    got, filled = warp(4)
+    assert (got[:6] == 0).all() and (warp(H)[0][:6] == 0).all()  # sky is never filled ...
+    assert torch.equal(filled, hole & (got > 0))  # ... holes are
     assert torch.allclose(got[filled & (torch.arange(H)[:, None] > 8)], torch.tensor(3.0))  # the plane, not the square
-    assert torch.equal(warp_depth(depth, src[None], K[None], side[None, None], K[None, None], (H, W), fill=4)[0, 0], got)
     # A hole next to sky and to nothing known becomes sky, not ground.
     d, s = torch.zeros(1, 6, 6), torch.zeros(1, 6, 6, dtype=torch.bool)
     d[0, 4:] = 2.0
@@ -118,7 +122,7 @@ def test_decoder_places_gaussians_at_the_input_depth_and_is_unchanged_where_it_i
         depth = 2.0 + torch.rand(1, 32, 32)
         g = reader(lat, c2w, Ks, input_depth=depth)
     got = reader.gaussian_depths(g, c2w, (32, 32))[:, 0, 0]  # trajectory 0, frame 0: the input camera
-    want = warp_depth(depth, c2w[:, 0, 0], Ks[:, 0, 0], c2w[:, :1, :1], Ks[:, :1, :1], got.shape[-2:])[:, 0, 0]
+    want = warp_depth(depth, c2w[:, 0, 0], Ks[:, 0, 0], c2w[:, :1, :1], Ks[:, :1, :1], got.shape[-2:])[0][:, 0, 0]
     assert torch.allclose(got, want, rtol=1e-4)
     # Any correction stays within the configured range.
     reader.readout.bias.data[0] = 50.0

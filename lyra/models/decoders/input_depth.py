@@ -53,19 +53,20 @@ def unproject_depth(
     return points.reshape(B, -1, 3), known.reshape(B, -1)
 
 
-def splat_depth(
+def warp_depth(
     depth: Tensor,  # [B, H, W] z-depth of one image, 0 = unknown (sky)
     c2w_src: Tensor,  # [B, 4, 4] its camera
     K_src: Tensor,  # [B, 3, 3] its intrinsics, for (H, W)
     c2w: Tensor,  # [B, ..., 4, 4] the cameras to see it from
     K: Tensor,  # [B, ..., 3, 3] their intrinsics, for (H, W)
     grid: tuple[int, int],  # (gh, gw) cells over each target image
+    fill: int = 0,
     near: float = 1e-3,
-) -> tuple[Tensor, Tensor]:  # depth [B, ..., gh, gw] (0: no known point), sky [B, ..., gh, gw] bool
+) -> tuple[Tensor, Tensor]:  # depth [B, ..., gh, gw] (0 = unknown), filled [B, ..., gh, gw] bool
     """Forward-warp ``depth`` into every camera of ``c2w`` on a ``grid`` of cells (z-buffer: the
-    nearest point of a cell wins). Cells no known point reaches are either ``sky`` (an unknown
-    pixel's ray lands there) or holes (nothing does: disocclusions, beyond the image's edges).
-    Plain PyTorch; one scatter per call."""
+    nearest point of a cell wins). Cells no known point reaches are either sky (an unknown pixel's
+    ray lands there: they stay 0) or holes (nothing does: disocclusions, beyond the image's edges),
+    which are filled ``fill`` cells deep (``fill_holes``). Plain PyTorch; one scatter per call."""
     if depth.ndim != 3 or c2w_src.shape != (depth.shape[0], 4, 4) or K_src.shape != (depth.shape[0], 3, 3):
         raise ValueError(f"depth must be [B, H, W] with c2w_src [B, 4, 4] and K_src [B, 3, 3]; got "
                          f"{tuple(depth.shape)}, {tuple(c2w_src.shape)}, {tuple(K_src.shape)}")
@@ -91,7 +92,7 @@ def splat_depth(
         2, torch.where(up, row * gw + col, spare), up.to(z.dtype))[..., :-1]
     hit = torch.isfinite(nearest)
     out = torch.where(hit, nearest, torch.zeros_like(nearest)).reshape(B, *lead, gh, gw).to(depth.dtype)
-    return out, ((sky_hits > 0) & ~hit).reshape(B, *lead, gh, gw)
+    return fill_holes(out, ((sky_hits > 0) & ~hit).reshape(B, *lead, gh, gw), fill)
 
 
 def fill_holes(
@@ -118,20 +119,6 @@ def fill_holes(
         filled |= new
         keep = keep | (hole & ~new & near_sky)
     return d.reshape(shape), filled.reshape(shape)
-
-
-def warp_depth(
-    depth: Tensor,  # [B, H, W] z-depth of one image, 0 = unknown (sky)
-    c2w_src: Tensor,  # [B, 4, 4] its camera
-    K_src: Tensor,  # [B, 3, 3] its intrinsics, for (H, W)
-    c2w: Tensor,  # [B, ..., 4, 4] the cameras to see it from
-    K: Tensor,  # [B, ..., 3, 3] their intrinsics, for (H, W)
-    grid: tuple[int, int],  # (gh, gw) cells over each target image
-    fill: int = 0,
-) -> Tensor:  # [B, ..., gh, gw] z-depth per cell, 0 = unknown
-    """``splat_depth``, then holes (not sky) filled ``fill`` cells deep (``fill_holes``)."""
-    out, sky = splat_depth(depth, c2w_src, K_src, c2w, K, grid)
-    return fill_holes(out, sky, fill)[0] if fill > 0 else out
 
 
 def depth_features(

@@ -25,7 +25,7 @@ from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationCon
 from lyra.models.decoders.copies import NUM_COPY_FEATURES, frame_copy_features
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
-from lyra.models.decoders.input_depth import depth_features, fill_holes, splat_depth, warp_depth
+from lyra.models.decoders.input_depth import depth_features, warp_depth
 from lyra.render.cameras import pixel_rays, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
@@ -309,8 +309,8 @@ class StaticGaussianDecoder(GaussianDecoder):
         tokens = self.latent_embed(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
         tokens = tokens + self.ray_embed(rays.to(self.dtype))
         if self.depth_embed is not None:
-            seen, sky = splat_depth(input_depth, c2w[:, 0, 0], K[:, 0, 0], c2w, K, (h, w))  # [B, V, T, h, w]
-            seen, filled = fill_holes(seen, sky, cfg.input_depth_fill)
+            seen, filled = warp_depth(input_depth, c2w[:, 0, 0], K[:, 0, 0], c2w, K, (h, w),
+                                      cfg.input_depth_fill)  # [B, V, T, h, w]
             feats = fold_frames(depth_features(seen, filled).reshape(B * V, T, h, w, 3), cfg.time_factor,
                                 cfg.causal_first_frame)
             feats = feats.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 3, Tl, h, w)
@@ -384,7 +384,7 @@ class StaticGaussianDecoder(GaussianDecoder):
             *origins.shape[:-1])
         prior = None
         if self.depth_embed is not None:  # the input depth in each Gaussian's cell, as a distance along its ray
-            z = warp_depth(input_depth, src_c2w, src_K, c2w, K, (gh, gw), cfg.input_depth_fill)
+            z, _ = warp_depth(input_depth, src_c2w, src_K, c2w, K, (gh, gw), cfg.input_depth_fill)
             prior = z / (dirs * c2w[:, :, :, None, None, :3, 2]).sum(-1).clamp_min(1e-6)
         lead = raw.shape[:-5]
         extra = len(lead) - 1  # a target-time dim M for dynamic decoders
