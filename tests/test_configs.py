@@ -93,7 +93,11 @@ def test_benchmark_overlays_build_on_the_static_config(in_tmp):
     assert now.input_depth and now.input_depth_fill == 8  # the static CPU student reads the input depth ...
     cfg = build(*configs("static.yaml"), "--config", str(ROOT / "benchmarks/configs/static_without_input_depth.yaml")
                 ).model.decoder.config
-    assert not cfg.input_depth  # ... unless told not to (the paper's inputs)
+    assert not cfg.input_depth and not cfg.input_image_gaussians  # ... unless told not to (the paper's inputs)
+    assert now.input_image_gaussians  # ... and adds a Gaussian per input pixel ...
+    cfg = build(*configs("static.yaml"), "--config", str(ROOT / "benchmarks/configs/static_without_input_image.yaml")
+                ).model.decoder.config
+    assert cfg.input_depth and not cfg.input_image_gaussians  # ... unless told not to
     assert not build(*configs("dynamic.yaml")).model.decoder.config.input_depth  # static decoder only
 
 

@@ -69,6 +69,10 @@ def test_depth_in_camera_units_makes_the_decoder_scale_equivariant(dynamic):
         StaticGaussianDecoder(**TINY, depth_units="metres")
 
 
+def mixed_raw(dec, tokens, lat):  # one scene of two trajectories: tokens -> body -> head
+    return dec.decode_tokens(dec.mix_tokens(tokens, tuple(lat.shape[-3:]), 1, 2), lat, 1, 2)
+
+
 def test_ray_embedding_starts_at_zero_and_rays_then_matter():
     torch.manual_seed(2)
     dec = StaticGaussianDecoder(**TINY).eval()
@@ -76,12 +80,12 @@ def test_ray_embedding_starts_at_zero_and_rays_then_matter():
     other = c2w.clone()
     other[..., :3, 3] += torch.randn_like(other[..., :3, 3]) * 0.2
     with torch.no_grad():
-        r0 = dec.mix_and_decode(dec.embed_tokens(lat, c2w, K), lat, 1, 2)
-        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), lat, 1, 2)
+        r0 = mixed_raw(dec, dec.embed_tokens(lat, c2w, K), lat)
+        r1 = mixed_raw(dec, dec.embed_tokens(lat, other, K), lat)
     torch.testing.assert_close(r0, r1)  # zero-initialised ray branch: cameras do not change raw outputs
     torch.nn.init.normal_(dec.ray_embed.proj.weight, std=0.1)
     with torch.no_grad():
-        r1 = dec.mix_and_decode(dec.embed_tokens(lat, other, K), lat, 1, 2)
+        r1 = mixed_raw(dec, dec.embed_tokens(lat, other, K), lat)
     assert not torch.allclose(r0, r1)
 
 
@@ -291,8 +295,8 @@ def test_conv_head_mixes_neighbouring_latent_pixels_and_saves(tmp_path):
         changed[0, 0, :, 0, 1, 1] += 3.0  # one latent pixel of one frame
         with torch.no_grad():
             # The same body tokens, so only the head can carry the latent pixel to its neighbours.
-            r0 = dec.mix_and_decode(tokens, lat, 1, 2)
-            r1 = dec.mix_and_decode(tokens, changed, 1, 2)
+            r0 = mixed_raw(dec, tokens, lat)
+            r1 = mixed_raw(dec, tokens, changed)
         outs[kind] = (r1 - r0).abs()[0, 0, 0].sum(-1)  # [gh, gw] change per Gaussian of that frame
         assert dec.readout.out_channels == 12
     assert outs["linear"].max() == 0  # the linear head reads tokens only

@@ -83,13 +83,18 @@ def load_decoder_weights(decoder: GaussianDecoder, source: str | Path) -> list[s
         raise ValueError(f"init_from: {source} holds a decoder that reads the input image's depth (input_depth: true) "
                          "and this one does not; build it with input_depth: true (static decoders only), or start from "
                          "a decoder trained without it (benchmarks/configs/static_without_input_depth.yaml)")
+    if unexpected and all(k.startswith(("depth_embed.", "pixel_gaussians.")) for k in unexpected):
+        raise ValueError(f"init_from: {source} holds a decoder with input-image Gaussians (input_image_gaussians: true) "
+                         "and this one has none; build it with input_image_gaussians: true (and input_depth: true)")
     if bad_shapes or unexpected:
         raise ValueError(f"init_from: {source} does not fit this decoder's architecture (body, density, "
                          f"latent_channels, patch_size must match): shape mismatches (saved, here) {bad_shapes}, "
                          f"unknown tensors {unexpected[:8]}")
+    # Branches that start as no-ops may start fresh: time embeddings (static -> dynamic) and the
+    # input-image Gaussians' correction (it starts at the lifted image).
+    fresh = (TIME_EMBEDDINGS if decoder.is_dynamic and not has_time else ()) + ("pixel_gaussians.",)
     missing = sorted(set(own) - set(state))
-    allowed = decoder.is_dynamic and not has_time
-    if missing and not (allowed and all(k.startswith(TIME_EMBEDDINGS) for k in missing)):
+    if missing and not all(k.startswith(fresh) for k in missing):
         raise ValueError(f"init_from: {source} lacks decoder tensors {missing[:8]}")
     decoder.load_state_dict(state, strict=False)
     return missing

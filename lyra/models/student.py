@@ -54,7 +54,8 @@ class StudentModule(L.LightningModule):
         prune_keep: keep this fraction of Gaussians by opacity (Lyra's pruning stages: 0.2).
         init_from: start from these decoder weights: a ``save_pretrained`` folder or a Lightning
             checkpoint (also a static decoder's into a dynamic one, whose time embeddings then
-            start at zero). Unlike ``--ckpt_path`` it starts a new run (step 0, fresh optimiser).
+            start at zero; also one without input-image Gaussians into one with them, which start at the
+            lifted image). Unlike ``--ckpt_path`` it starts a new run (step 0, fresh optimiser).
         gradient_checkpointing: recompute the decoder blocks in backward (memory for time).
         skip_init_clips: before the first step of a new run, fit the decoder's latent skip (colour
             readout) by least squares on this many training clips (``fit_latent_skip``; needs
@@ -140,6 +141,8 @@ class StudentModule(L.LightningModule):
         B = batch.batch_size
         target_time = batch.time.reshape(B, -1) if self.decoder.is_dynamic else None
         extra = {"input_depth": self.input_depth(batch)} if getattr(self.decoder.config, "input_depth", False) else {}
+        if getattr(self.decoder.config, "input_image_gaussians", False):
+            extra["input_image"] = batch.input_rgb
         g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time, target_time=target_time,
                          **extra)
         if self.hparams.prune_keep is not None:

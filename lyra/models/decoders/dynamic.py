@@ -63,7 +63,8 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         tgt = self.target_time_embed(time_features(target_time).to(self.dtype))  # [B, M, D]
         L, D = tokens.shape[1:]
         tokens = tokens.reshape(B, 1, V, L, D) + tgt[:, :, None, None, :]
-        raw = self.mix_and_decode(tokens.reshape(B * M * V, L, D), latents, B * M, V)
+        x = self.mix_tokens(tokens.reshape(B * M * V, L, D), (Tl, h, w), B * M, V)
+        raw = self.decode_tokens(x, latents, B * M, V)
         raw = raw.reshape(B, M, *raw.shape[1:])
         skip = self.latent_skip_raw(latents)  # the latents are the same at every target time
         if skip is not None:

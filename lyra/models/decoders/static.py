@@ -26,6 +26,7 @@ from lyra.models.decoders.copies import NUM_COPY_FEATURES, frame_copy_features
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
 from lyra.models.decoders.input_depth import depth_features, warp_depth
+from lyra.models.decoders.input_image import InputImageGaussians
 from lyra.render.cameras import pixel_rays, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
@@ -133,6 +134,11 @@ class StaticGaussianDecoder(GaussianDecoder):
             reaches, unless its sky does: disocclusions, beyond its edges) this many cells deep
             from their deepest neighbour (:func:`~lyra.models.decoders.input_depth.fill_holes`); 0:
             the decoder predicts their distance itself (measured worse: docs/benchmarks.md, E18-E21).
+        input_image_gaussians: also emit one Gaussian per pixel of the input image (trajectory 0,
+            frame 0), on its ray at the input depth, coloured by the pixel, corrected from the input
+            frame's tokens (:mod:`~lyra.models.decoders.input_image`); they follow the grid's
+            Gaussians in the output. ``forward`` then needs ``input_image``; needs ``input_depth``.
+            Not in the paper.
     """
 
     _supports_gradient_checkpointing = True
@@ -165,6 +171,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         input_depth: bool = False,
         input_depth_range: float = 0.5,
         input_depth_fill: int = 8,
+        input_image_gaussians: bool = False,
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
@@ -182,6 +189,9 @@ class StaticGaussianDecoder(GaussianDecoder):
             raise ValueError(f"depth_units must be 'world' or 'cameras', got {depth_units!r}")
         if input_depth_fill < 0:
             raise ValueError(f"input_depth_fill must be >= 0 cells, got {input_depth_fill}")
+        if input_image_gaussians and not input_depth:
+            raise ValueError("input_image_gaussians places the input image's pixels at its depth: build the decoder "
+                             "with input_depth=True too")
         if not copy_tolerance > 0:
             raise ValueError(f"copy_tolerance must be > 0, got {copy_tolerance}")
         self.activation = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
@@ -210,6 +220,9 @@ class StaticGaussianDecoder(GaussianDecoder):
             self.copy_mlp = nn.Sequential(nn.Linear(NUM_COPY_FEATURES, 32), nn.GELU(), nn.Linear(32, RAW_CHANNELS))
             nn.init.zeros_(self.copy_mlp[2].weight)  # starts as a no-op
             nn.init.zeros_(self.copy_mlp[2].bias)
+        self.pixel_gaussians = None
+        if input_image_gaussians:
+            self.pixel_gaussians = InputImageGaussians(width, p * space_factor, opacity_bias)
         self.add_conditioning(width)
 
     def add_conditioning(self, width: int) -> None:
@@ -245,7 +258,8 @@ class StaticGaussianDecoder(GaussianDecoder):
 
     # ---- input checks ------------------------------------------------------------------------
 
-    def _check(self, latents: Tensor, c2w: Tensor, K: Tensor, input_depth: Tensor | None = None) -> None:
+    def _check(self, latents: Tensor, c2w: Tensor, K: Tensor, input_depth: Tensor | None = None,
+               input_image: Tensor | None = None) -> None:
         cfg = self.config
         if latents.ndim != 6:
             raise ValueError(f"latents must be [B, V, C, T', h, w], got {tuple(latents.shape)}")
@@ -286,6 +300,15 @@ class StaticGaussianDecoder(GaussianDecoder):
                                  f"got {tuple(input_depth.shape)}")
             if not torch.isfinite(input_depth).all() or (input_depth < 0).any():
                 raise ValueError("input_depth must be finite and >= 0 (0 = unknown)")
+        if (self.pixel_gaussians is not None) != (input_image is not None):
+            raise ValueError("a decoder built with input_image_gaussians=True needs `input_image` [B, H, W, 3], the "
+                             "first source frame's RGB (StudentModule passes the clip's input_rgb); others take none")
+        if input_image is not None:
+            want = (B, h * cfg.space_factor, w * cfg.space_factor, 3)
+            if tuple(input_image.shape) != want:
+                raise ValueError(f"input_image must be [B, H, W, 3] = {want}, got {tuple(input_image.shape)}")
+            if not torch.isfinite(input_image).all() or input_image.min() < 0 or input_image.max() > 1:
+                raise ValueError("input_image must be finite RGB in [0, 1]")
 
     # ---- shared pieces -------------------------------------------------------------------------
 
@@ -326,20 +349,30 @@ class StaticGaussianDecoder(GaussianDecoder):
             return x
         return x.index_select(dim, torch.linspace(0, tl - 1, n, device=x.device).round().long())
 
-    def mix_and_decode(
+    def mix_tokens(
         self,
         tokens: Tensor,  # [S*V, L, D] (S scenes, or scene-times: S = B * M)
+        latent_shape: tuple[int, int, int],  # (T', h, w)
+        batch: int,  # S
+        views: int,  # V
+    ) -> Tensor:  # [S*V, D, T', h/p, w/p]
+        """All trajectories' tokens mixed jointly by the body, back on their latent grid."""
+        Tl, h, w = latent_shape
+        p = self.config.patch_size
+        D, L = tokens.shape[-1], tokens.shape[1]
+        x = self.blocks(tokens.reshape(batch, views * L, D))
+        return x.reshape(batch * views, Tl, h // p, w // p, D).permute(0, 4, 1, 2, 3)
+
+    def decode_tokens(
+        self,
+        x: Tensor,  # [S*V, D, T', h/p, w/p] mixed tokens
         latents: Tensor,  # [B, V, C, T', h, w] the latents the tokens came from (once per scene)
         batch: int,  # S
         views: int,  # V
     ) -> Tensor:  # raw Gaussians [S, V, F, h*k, w*k, 12]
         cfg = self.config
-        Tl, h, w = latents.shape[-3:]
-        p, k = cfg.patch_size, cfg.density
-        D = tokens.shape[-1]
-        L = tokens.shape[1]
-        x = self.blocks(tokens.reshape(batch, views * L, D))  # all trajectories' tokens jointly
-        x = x.reshape(batch * views, Tl, h // p, w // p, D).permute(0, 4, 1, 2, 3)
+        h, w = latents.shape[-2:]
+        k = cfg.density
         x = self.gaussian_latent_frames(x, 2)  # every token was mixed; only these frames emit Gaussians
         if isinstance(self.head, ConvGaussianHead):
             lat = self.gaussian_latent_frames(latents, 3).repeat_interleave(batch // latents.shape[0], dim=0)
@@ -402,10 +435,13 @@ class StaticGaussianDecoder(GaussianDecoder):
             feats = frame_copy_features(g.means, c2w, K_grid, (gh, gw), cfg.copy_tolerance)
             delta = self.copy_mlp(feats.to(raw.dtype)) * (torch.arange(RAW_CHANNELS, device=raw.device) > 0)
             g = activate_gaussians(raw + delta, origins, dirs, self.activation, footprint, unit, prior)
-        # Orientations were predicted in the first camera's frame: rotate them to world.
+        return self.orient_to_world(g, ref)
+
+    @staticmethod
+    def orient_to_world(g: Gaussians, ref: Tensor) -> Gaussians:  # ref [B, 4, 4]: the first source camera
+        """Orientations are predicted in the first camera's frame: rotate them to world."""
         q_ref = rotmat_to_quat(ref[:, :3, :3])
-        for _ in range(extra + 1):
-            q_ref = q_ref[:, None]
+        q_ref = q_ref.reshape(q_ref.shape[0], *([1] * (g.quats.ndim - 2)), 4)
         g.quats = quat_multiply(q_ref.to(g.quats.dtype).expand_as(g.quats), g.quats)
         return g
 
@@ -419,15 +455,23 @@ class StaticGaussianDecoder(GaussianDecoder):
         time: Tensor | None = None,  # [B, V, T] ignored by the static decoder
         target_time: Tensor | None = None,  # [B, M] ignored by the static decoder
         input_depth: Tensor | None = None,  # [B, H, W] z-depth of the first source frame, 0 = unknown
-    ) -> Gaussians:  # batch shape [B], N = V * F * (h * density) * (w * density), F frames with Gaussians
-        self._check(latents, c2w, K, input_depth)
+        input_image: Tensor | None = None,  # [B, H, W, 3] its RGB (decoders with input_image_gaussians)
+    ) -> Gaussians:  # batch [B], N = V * F * (h * density) * (w * density) (+ H * W input pixels), F frames with Gaussians
+        self._check(latents, c2w, K, input_depth, input_image)
         B, V, _, Tl, h, w = latents.shape
         tokens = self.embed_tokens(latents, c2w, K, input_depth)
-        raw = self.mix_and_decode(tokens, latents, B, V)
+        x = self.mix_tokens(tokens, (Tl, h, w), B, V)
+        raw = self.decode_tokens(x, latents, B, V)
         skip = self.latent_skip_raw(latents)
         if skip is not None:
             raw = raw + skip
-        return self.to_gaussians(raw.float(), c2w, K, input_depth)
+        g = self.to_gaussians(raw.float(), c2w, K, input_depth)
+        if self.pixel_gaussians is None:
+            return g
+        first = x.reshape(B, V, *x.shape[1:])[:, 0, :, 0]  # [B, D, h/p, w/p] trajectory 0, latent frame 0
+        pixels = self.pixel_gaussians(first.float(), input_image.float(), input_depth, c2w[:, 0, 0], K[:, 0, 0],
+                                            self.activation, self.length_unit(c2w))
+        return Gaussians.cat([g, self.orient_to_world(pixels, c2w[:, 0, 0])])
 
     @torch.no_grad()
     def fit_latent_skip(
@@ -497,7 +541,8 @@ class StaticGaussianDecoder(GaussianDecoder):
         lead = tuple(gaussians.batch_shape)
         c2w = c2w[:, :, self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)]
         V, T = c2w.shape[1:3]
-        means = gaussians.means.reshape(*lead, V, T, gh, gw, 3)
+        means = gaussians.means[..., : V * T * gh * gw, :]  # the grid's Gaussians (input pixels follow)
+        means = means.reshape(*lead, V, T, gh, gw, 3)
         cams = c2w.reshape(c2w.shape[0], *([1] * (len(lead) - 1)), V, T, 1, 1, 4, 4)
         return ((means - cams[..., :3, 3]) * cams[..., :3, 2]).sum(-1)
 

@@ -1,0 +1,139 @@
+"""The decoder's input-image Gaussians: one per input pixel, at its depth, coloured by it."""
+
+import pytest
+import torch
+from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
+
+from lyra.data.clip import Clip, ClipBatch
+from lyra.models.decoders import StaticGaussianDecoder
+from lyra.models.decoders.input_image import colour_logits
+from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+from lyra.render.renderer import GaussianRenderer
+
+H = W = 32  # decoder_inputs: 4x4 latents, space factor 8
+
+
+def smooth_image(B=1):
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    return torch.stack([yy, xx, 0.25 + 0.5 * yy * xx], -1).expand(B, H, W, 3).clone()
+
+
+def pixel_part(g, n=H * W):
+    return g.select(slice(-n, None))
+
+
+def test_colour_logits_invert_the_colour_activation():
+    c = torch.rand(100, 3) * 0.96 + 0.02
+    torch.testing.assert_close(0.5 * torch.tanh(colour_logits(c)) + 0.5, c, atol=1e-5, rtol=0)
+    assert torch.isfinite(colour_logits(torch.tensor([0.0, 1.0]))).all()  # black and white stay reachable
+
+
+def test_input_pixels_start_on_their_rays_at_the_input_depth_with_the_image_colours():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True)
+    depth = 2.0 + torch.rand(1, H, W)
+    depth[:, :3] = 0  # sky rows
+    image = smooth_image()
+    with torch.no_grad():
+        g = dec(lat, c2w, K, input_depth=depth, input_image=image)
+    grid = tiny_decoder(input_depth=True)
+    assert g.num_gaussians == grid(lat, c2w, K, input_depth=depth).num_gaussians + H * W
+    pix = pixel_part(g)
+    uv, z = world_to_pixels(pix.means, c2w_to_viewmat(c2w[:, 0, 0]), K[:, 0, 0])
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    torch.testing.assert_close(uv[0], torch.stack([u, v], -1).reshape(-1, 2), atol=1e-3, rtol=0)
+    known = depth[0].reshape(-1) > 0
+    torch.testing.assert_close(z[0][known], depth[0].reshape(-1)[known], rtol=1e-4, atol=0)
+    dist = (pix.means[0] - c2w[0, 0, 0, :3, 3]).norm(dim=-1)
+    torch.testing.assert_close(dist[~known], torch.full_like(dist[~known], 20.0))  # sky: at far
+    torch.testing.assert_close(pix.colors[0], image[0].reshape(-1, 3).clamp(0.01, 0.99), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pix.opacities, torch.full_like(pix.opacities, 0.9))
+
+
+def test_input_pixels_render_the_input_image_back():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True)
+    image = smooth_image()
+    with torch.no_grad():
+        pix = pixel_part(dec(lat, c2w, K, input_depth=torch.full((1, H, W), 3.0), input_image=image))
+        r = GaussianRenderer(backend="torch", background=(1.0, 1.0, 1.0))(pix, c2w[:, 0, :1], K[:, 0, :1], H, W)
+    inner = (r.rgb[0, 0] - image[0])[2:-2, 2:-2].abs()  # the border blends with the background
+    assert float(inner.mean()) < 0.03 and float(inner.max()) < 0.08
+
+
+def test_input_pixel_corrections_start_at_zero_and_learn():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True)
+    depth, image = torch.full((1, H, W), 3.0), smooth_image()
+    g = dec(lat, c2w, K, input_depth=depth, input_image=image)
+    (pixel_part(g).colors.sum() + pixel_part(g).scales.sum()).backward()
+    assert dec.pixel_gaussians.correction.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        dec.pixel_gaussians.correction.bias[1:4] += 0.5  # a trained colour correction moves every pixel
+        moved = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image)).colors
+    assert (moved > pixel_part(g).colors.detach()).all()
+
+
+def test_grid_depths_ignore_the_input_pixels():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth = torch.full((1, H, W), 3.0)
+    plain = tiny_decoder(input_depth=True)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True)
+    with torch.no_grad():
+        a = plain.gaussian_depths(plain(lat, c2w, K, input_depth=depth), c2w, (H, W))
+        b = dec.gaussian_depths(dec(lat, c2w, K, input_depth=depth, input_image=smooth_image()), c2w, (H, W))
+    torch.testing.assert_close(a, b)  # the same seed: the grid part is unchanged by the extra layer
+
+
+def test_input_image_errors_and_config_round_trip(tmp_path):
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth = torch.full((1, H, W), 3.0)
+    with pytest.raises(ValueError, match="input_depth=True too"):
+        tiny_decoder(input_image_gaussians=True)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True)
+    with pytest.raises(ValueError, match="needs `input_image`"):
+        dec(lat, c2w, K, input_depth=depth)
+    with pytest.raises(ValueError, match="needs `input_image`"):
+        tiny_decoder(input_depth=True)(lat, c2w, K, input_depth=depth, input_image=smooth_image())
+    with pytest.raises(ValueError, match=r"input_image must be \[B, H, W, 3\]"):
+        dec(lat, c2w, K, input_depth=depth, input_image=smooth_image()[:, :16])
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        dec(lat, c2w, K, input_depth=depth, input_image=smooth_image() * 255)
+    dec.save_pretrained(tmp_path / "dec")
+    back = StaticGaussianDecoder.from_pretrained(tmp_path / "dec")
+    assert back.config.input_image_gaussians and back.pixel_gaussians is not None
+    torch.testing.assert_close(back.pixel_gaussians.correction.bias, dec.pixel_gaussians.correction.bias)
+
+
+def test_clip_batch_carries_the_first_source_frame():
+    b = synthetic_batch()
+    src = Clip(latents=b.latents[0], rgb=torch.rand(2, 5, H, W, 3), c2w=b.src_c2w[0], K=b.src_K[0], time=b.src_time[0])
+    batch = ClipBatch.collate([(src, src.select(frames=[2, 4]))])
+    assert torch.equal(batch.input_rgb[0], src.rgb[0, 0])
+
+
+def test_student_reads_the_input_image_and_trains_its_pixels():
+    batch = synthetic_batch()
+    batch.src_depth = torch.full((1, 2, 5, H, W), 3.0)
+    student = tiny_student(lpips=False, decoder=tiny_decoder(input_depth=True, input_image_gaussians=True))
+    before = student.decoder.pixel_gaussians.correction.weight.detach().clone()
+    out, _, g = student._step(batch, "train")
+    colours = pixel_part(g).colors.detach()[0].reshape(H, W, 3)
+    torch.testing.assert_close(colours, batch.input_rgb[0], atol=1e-5, rtol=0)  # the clip's frame, uncorrected
+    out.total.backward()
+    torch.optim.Adam(student.parameters(), lr=1e-2).step()
+    assert not torch.equal(before, student.decoder.pixel_gaussians.correction.weight)
+
+
+def test_init_from_across_the_input_image_setting(tmp_path):
+    from lyra.models import load_decoder_weights
+
+    grid_only = tiny_decoder(input_depth=True)
+    grid_only.save_pretrained(tmp_path / "grid")
+    with_pixels = tiny_decoder(input_depth=True, input_image_gaussians=True, seed=1)
+    missing = load_decoder_weights(with_pixels, tmp_path / "grid")  # the pixel layer starts fresh (a no-op)
+    assert missing and all(k.startswith("pixel_gaussians.") for k in missing)
+    torch.testing.assert_close(with_pixels.readout.weight, grid_only.readout.weight)
+    with_pixels.save_pretrained(tmp_path / "pixels")
+    with pytest.raises(ValueError, match="input_image_gaussians: true"):
+        load_decoder_weights(tiny_decoder(input_depth=True), tmp_path / "pixels")
