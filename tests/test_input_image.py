@@ -137,3 +137,40 @@ def test_init_from_across_the_input_image_setting(tmp_path):
     with_pixels.save_pretrained(tmp_path / "pixels")
     with pytest.raises(ValueError, match="input_image_gaussians: true"):
         load_decoder_weights(tiny_decoder(input_depth=True), tmp_path / "pixels")
+
+
+def test_unseen_grid_cells_leave_the_input_s_surface_to_its_pixels():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth = torch.full((1, H, W), 3.0)
+    depth[:, : H // 4] = 0  # sky: no input surface there
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True, grid_cells="unseen")
+    with torch.no_grad():
+        g = dec(lat, c2w, K, input_depth=depth, input_image=smooth_image())
+    grid_opacity = g.opacities[0, : -H * W].reshape(2, 5, 4, 4)[:, 0]  # [V, gh, gw] of frame 0 (the input camera)
+    assert (grid_opacity[0, 1:] == 0).all()  # trajectory 0, frame 0 sees only the input's surface below the sky
+    assert (grid_opacity[0, 0] > 0).all()  # ... and emits Gaussians in the sky row
+    assert (pixel_part(g).opacities > 0).all()
+    for bad in (dict(grid_cells="unseen"), dict(input_depth=True, input_image_gaussians=True, grid_cells="some")):
+        with pytest.raises(ValueError, match="grid_cells must be"):
+            tiny_decoder(**bad)
+
+
+def test_image_net_starts_as_a_no_op_and_learns_per_pixel():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth, image = torch.full((1, H, W), 3.0), torch.rand(1, H, W, 3)
+    plain = tiny_decoder(input_depth=True, input_image_gaussians=True)
+    net = tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_features=8)
+    missing, _ = net.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("pixel_gaussians.image_net") for k in missing)
+    with torch.no_grad():
+        a = plain(lat, c2w, K, input_depth=depth, input_image=image)
+    b = net(lat, c2w, K, input_depth=depth, input_image=image)
+    torch.testing.assert_close(a.colors, b.colors.detach())
+    pixel_part(b).colors.square().sum().backward()
+    assert net.pixel_gaussians.image_net[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        net.pixel_gaussians.image_net[-1].weight.normal_(std=0.1)
+        c = pixel_part(net(lat, c2w, K, input_depth=depth, input_image=image)).colors - pixel_part(a).colors
+    assert c.abs().std(1).min() > 0  # the correction differs from pixel to pixel
+    with pytest.raises(ValueError, match="image_features must be >= 0"):
+        tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_features=-1)

@@ -139,6 +139,13 @@ class StaticGaussianDecoder(GaussianDecoder):
             frame's tokens (:mod:`~lyra.models.decoders.input_image`); they follow the grid's
             Gaussians in the output. ``forward`` then needs ``input_image``; needs ``input_depth``.
             Not in the paper.
+        input_image_features: channels of the input-image Gaussians' own image net (per-pixel
+            corrections from the image and its depth; 0: tokens only; 32 measured level with 0 and
+            15 % slower: docs/benchmarks.md, E24).
+        grid_cells: with ``input_image_gaussians``, which cells of the grid emit Gaussians: ``"all"``,
+            or ``"unseen"``: only those the input image does not see (its warped depth is unknown or
+            hole-filled there); the others get opacity 0, the input pixels show that surface
+            (measured worse on views beyond the input's edges: E23).
     """
 
     _supports_gradient_checkpointing = True
@@ -172,6 +179,8 @@ class StaticGaussianDecoder(GaussianDecoder):
         input_depth_range: float = 0.5,
         input_depth_fill: int = 8,
         input_image_gaussians: bool = False,
+        input_image_features: int = 0,
+        grid_cells: Literal["all", "unseen"] = "all",
     ) -> None:
         super().__init__()
         body = BodyConfig.coerce(body)
@@ -192,6 +201,9 @@ class StaticGaussianDecoder(GaussianDecoder):
         if input_image_gaussians and not input_depth:
             raise ValueError("input_image_gaussians places the input image's pixels at its depth: build the decoder "
                              "with input_depth=True too")
+        if grid_cells not in ("all", "unseen") or (grid_cells == "unseen" and not input_image_gaussians):
+            raise ValueError(f"grid_cells must be 'all' or 'unseen' (the latter with input_image_gaussians=True), "
+                             f"got {grid_cells!r}")
         if not copy_tolerance > 0:
             raise ValueError(f"copy_tolerance must be > 0, got {copy_tolerance}")
         self.activation = GaussianActivationConfig(near=near, far=far, distance_bias=distance_bias, max_scale=max_scale,
@@ -222,7 +234,8 @@ class StaticGaussianDecoder(GaussianDecoder):
             nn.init.zeros_(self.copy_mlp[2].bias)
         self.pixel_gaussians = None
         if input_image_gaussians:
-            self.pixel_gaussians = InputImageGaussians(width, p * space_factor, opacity_bias)
+            self.pixel_gaussians = InputImageGaussians(width, p * space_factor, opacity_bias,
+                                                       image_features=input_image_features)
         self.add_conditioning(width)
 
     def add_conditioning(self, width: int) -> None:
@@ -415,18 +428,22 @@ class StaticGaussianDecoder(GaussianDecoder):
         # A grid cell's width per unit of distance along its ray (1 / focal in grid pixels).
         footprint = (1.0 / torch.sqrt(K_grid[..., 0, 0] * K_grid[..., 1, 1]))[..., None, None].expand(
             *origins.shape[:-1])
-        prior = None
+        prior = seen = None
         if self.depth_embed is not None:  # the input depth in each Gaussian's cell, as a distance along its ray
-            z, _ = warp_depth(input_depth, src_c2w, src_K, c2w, K, (gh, gw), cfg.input_depth_fill)
+            z, filled = warp_depth(input_depth, src_c2w, src_K, c2w, K, (gh, gw), cfg.input_depth_fill)
             prior = z / (dirs * c2w[:, :, :, None, None, :3, 2]).sum(-1).clamp_min(1e-6)
+            if cfg.grid_cells == "unseen":
+                seen = (z > 0) & ~filled
         lead = raw.shape[:-5]
         extra = len(lead) - 1  # a target-time dim M for dynamic decoders
         for _ in range(extra):
             origins, dirs, footprint = origins[:, None], dirs[:, None], footprint[:, None]
             prior = None if prior is None else prior[:, None]
+            seen = None if seen is None else seen[:, None]
         origins, dirs = origins.expand(raw.shape[:-1] + (3,)), dirs.expand(raw.shape[:-1] + (3,))
         footprint = footprint.expand(raw.shape[:-1])
         prior = None if prior is None else prior.expand(raw.shape[:-1]).reshape(*lead, -1)
+        seen = None if seen is None else seen.expand(raw.shape[:-1]).reshape(*lead, -1)
         raw = raw.reshape(*lead, -1, RAW_CHANNELS)
         origins, dirs, footprint = origins.reshape(*lead, -1, 3), dirs.reshape(*lead, -1, 3), footprint.reshape(*lead, -1)
         unit = unit.reshape(-1, *([1] * extra), 1)  # [B, (1,) 1]
@@ -435,6 +452,8 @@ class StaticGaussianDecoder(GaussianDecoder):
             feats = frame_copy_features(g.means, c2w, K_grid, (gh, gw), cfg.copy_tolerance)
             delta = self.copy_mlp(feats.to(raw.dtype)) * (torch.arange(RAW_CHANNELS, device=raw.device) > 0)
             g = activate_gaussians(raw + delta, origins, dirs, self.activation, footprint, unit, prior)
+        if seen is not None:  # the input pixels show what the input sees
+            g.opacities = g.opacities.masked_fill(seen, 0.0)
         return self.orient_to_world(g, ref)
 
     @staticmethod
