@@ -112,7 +112,8 @@ def models(tmp_path_factory):
     tiny_decoder(dynamic=False, latent_channels=C).save_pretrained(root / "static")
     tiny_decoder(dynamic=True, latent_channels=C, seed=1).save_pretrained(root / "dynamic")
     tiny_decoder(dynamic=False, latent_channels=4, seed=2).save_pretrained(root / "static_vae")
-    tiny_decoder(dynamic=False, latent_channels=C, seed=3, input_depth=True).save_pretrained(root / "static_depth")
+    tiny_decoder(dynamic=False, latent_channels=C, seed=3, input_depth=True,
+                 input_image_gaussians=True).save_pretrained(root / "static_depth")
 
     def wan(cin, cout):
         return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=cin,
@@ -442,7 +443,7 @@ def test_generate_from_an_image_repeats_bit_for_bit(models, tmp_path):
     assert iio.imread(tmp_path / "a" / "input.png").shape == (32, 32, 3)  # the centre-cropped, resized input
 
 
-def test_generate_with_a_decoder_that_reads_the_input_depth(models, tmp_path):
+def test_generate_with_a_decoder_that_reads_the_input_depth_and_pixels(models, tmp_path):
     # From an image, the depth is the GEN3C cache's (the monocular estimate at the input view) ...
     _run(["generate", "--image", str(models / "photo.png"), "--decoder", str(models / "static_depth"),
           *_image_args(models), *FAST, "--out", str(tmp_path / "image")])
@@ -451,7 +452,8 @@ def test_generate_with_a_decoder_that_reads_the_input_depth(models, tmp_path):
           "--trajectories", "left,up", "--out", str(tmp_path / "proc"), *FAST])
     for out in ("image", "proc"):
         g = load_ply(tmp_path / out / "scene.ply")
-        assert g.num_gaussians == 2 * 5 * 4 * 4 and torch.isfinite(g.means).all()
+        # The grid's Gaussians (2 trajectories x 5 frames x 4 x 4), then one per input pixel.
+        assert g.num_gaussians == 2 * 5 * 4 * 4 + 32 * 32 and torch.isfinite(g.means).all()
 
 
 def test_generate_from_an_image_with_a_vae_pipeline_folder_and_offload(models, tmp_path):
