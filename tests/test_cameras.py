@@ -15,6 +15,7 @@ from lyra.render.cameras import (
     make_intrinsics,
     pixel_rays,
     plucker_rays,
+    ray_distance,
     relative_to_first,
     resize_intrinsics,
     validate_intrinsics,
@@ -283,3 +284,14 @@ def test_relative_to_first():
     # Invariant to a global rigid change of the world frame.
     G = random_c2w(1, seed=7)[0]
     assert torch.allclose(relative_to_first(G @ c2w), rel, atol=1e-10)
+
+
+def test_ray_distance_turns_z_depth_into_points_at_that_depth():
+    c2w = look_at(torch.tensor([[0.3, -0.2, -2.0], [1.0, 0.5, 0.0]]), torch.zeros(2, 3))
+    K = make_intrinsics(20.0, 24.0, 12.0, 9.0).expand(2, 3, 3)
+    origins, dirs = pixel_rays(c2w, K, 18, 24)
+    z = 1.0 + torch.rand(2, 18, 24)
+    points = origins + dirs * ray_distance(z, dirs, c2w)[..., None]
+    uv, depth = world_to_pixels(points.reshape(2, -1, 3), c2w_to_viewmat(c2w), K)
+    torch.testing.assert_close(depth, z.reshape(2, -1), rtol=1e-5, atol=1e-5)
+    assert (ray_distance(z, dirs, c2w) >= z - 1e-6).all()  # off-axis rays are longer than their depth

@@ -6,7 +6,7 @@ from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 
 from lyra.data.clip import Clip, ClipBatch
 from lyra.models.decoders import StaticGaussianDecoder
-from lyra.models.decoders.input_image import colour_logits
+from lyra.models.decoders.activations import colour_logits
 from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
 from lyra.render.renderer import GaussianRenderer
 

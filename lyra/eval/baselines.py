@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lyra.render.cameras import c2w_to_viewmat, pixel_rays, resize_intrinsics, world_to_pixels
+from lyra.render.cameras import c2w_to_viewmat, pixel_rays, ray_distance, resize_intrinsics, world_to_pixels
 from lyra.render.gaussians import Gaussians
 from lyra.render.renderer import GaussianRenderer
 
@@ -68,8 +68,7 @@ def source_parallax(
     centre = (torch.arange(grid, device=query_depth.device) + 0.5) / grid  # block centres, as fractions
     z = query_depth[:, (centre * H).long()][:, :, (centre * W).long()]  # [Q, grid, grid]
     z = torch.where(z > 0, z, query_depth[known].median())
-    cos = (dirs * query_c2w[:, None, None, :3, 2]).sum(-1)  # z-depth -> distance along the ray
-    points = (origins + dirs * (z / cos)[..., None]).reshape(Q, 1, -1, 3)  # [Q, 1, P, 3]
+    points = (origins + dirs * ray_distance(z, dirs, query_c2w)[..., None]).reshape(Q, 1, -1, 3)  # [Q, 1, P, 3]
     here, _ = world_to_pixels(points[:, 0], c2w_to_viewmat(query_c2w), query_K)  # [Q, P, 2]
     there, depth = world_to_pixels(points, c2w_to_viewmat(src_c2w)[None], src_K[None])  # [Q, S, P, 2]
     moved = (there - here[:, None]).norm(dim=-1)
@@ -169,8 +168,7 @@ def init_on_rays(src: Clip, cfg: SceneFitConfig) -> dict[str, Tensor]:
         raise ValueError("the clip has no known depth at all; per-scene optimisation needs some")
     far = cfg.unknown_depth if cfg.unknown_depth is not None else 2.0 * float(z[known].max())
     z = torch.where(known, z, torch.full_like(z, far))
-    cos = (dirs * c2w[:, :, None, None, :3, 2]).sum(-1)
-    means = origins + dirs * (z / cos)[..., None]
+    means = origins + dirs * ray_distance(z, dirs, c2w)[..., None]
     footprint = z / K[:, :, None, None, 0, 0] * s * cfg.init_scale
     rgb = src.rgb[:, f].reshape(-1, H, W, 3).permute(0, 3, 1, 2)
     rgb = F.avg_pool2d(rgb, s).permute(0, 2, 3, 1).clamp(0.02, 0.98)

@@ -157,6 +157,16 @@ def pixel_rays(
     return o, d
 
 
+def ray_distance(
+    z: Tensor,  # [..., H, W] z-depth (along the camera's optical axis)
+    dirs: Tensor,  # [..., H, W, 3] unit ray directions of those pixels (pixel_rays)
+    c2w: Tensor,  # [..., 4, 4] their cameras
+) -> Tensor:  # [..., H, W] distance from the camera centre along each ray
+    """z-depth -> distance along the pixel's ray: z over the cosine of the ray and the optical axis."""
+    cos = (dirs * c2w[..., None, None, :3, 2].to(dirs.dtype)).sum(-1)
+    return z / cos.clamp_min(1e-6)
+
+
 def plucker_rays(
     c2w: Tensor,  # [..., 4, 4]
     K: Tensor,  # [..., 3, 3]

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lyra.data.codecs.frames import fold_frames
 
-from lyra.render.cameras import intrinsics_from_fov, pixel_rays, validate_intrinsics
+from lyra.render.cameras import intrinsics_from_fov, pixel_rays, ray_distance, validate_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rasterization import Backend
 from lyra.render.renderer import GaussianRenderer
@@ -68,8 +68,7 @@ def lift_to_points(
     validate_intrinsics(K)
     c2w, K, depth = c2w.float(), K.float().to(c2w.device), depth.float().to(c2w.device)
     origins, dirs = pixel_rays(c2w, K, H, W)  # [H, W, 3] each
-    cos_z = (dirs * c2w[:3, 2]).sum(-1)  # [H, W] how far along the axis one unit of ray goes
-    points = origins + dirs * (depth / cos_z)[..., None]
+    points = origins + dirs * ray_distance(depth, dirs, c2w)[..., None]
     focal = torch.sqrt(K[0, 0] * K[1, 1])
     sigmas = point_radius_px * depth / focal
     return PointCloud(points.reshape(-1, 3), image.reshape(-1, 3).float().to(c2w.device), sigmas.reshape(-1))

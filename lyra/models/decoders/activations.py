@@ -53,6 +53,16 @@ class GaussianActivationConfig:
             raise ValueError(f"prior_log_range must be > 0, got {self.prior_log_range}")
 
 
+# The colour activation is 0.5 tanh(x) + 0.5; its inverse is clamped so black and white stay
+# reachable by a finite raw value.
+_COLOR_CLAMP = 0.98
+
+
+def colour_logits(rgb: Tensor) -> Tensor:  # [..., 3] in [0, 1] -> [..., 3] raw colour channels
+    """The raw colour that ``activate_gaussians`` turns back into ``rgb`` (to 1 %)."""
+    return torch.atanh((2 * rgb - 1).clamp(-_COLOR_CLAMP, _COLOR_CLAMP))
+
+
 def activate_gaussians(
     raw: Tensor,  # [..., N, 12]
     origins: Tensor,  # [..., N, 3] ray origins (world)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lyra.render.cameras import c2w_to_viewmat, pixel_rays, world_to_pixels
+from lyra.render.cameras import c2w_to_viewmat, pixel_rays, ray_distance, world_to_pixels
 
 # Points per target cell and side, at least: a camera that moves towards a surface spreads its
 # points apart, and cells between them would be cracks (unknown). Source pixels are sub-sampled
@@ -48,8 +48,7 @@ def unproject_depth(
     known = z > 0
     far = SKY_FACTOR * z.flatten(1).amax(1).clamp_min(1.0)[:, None, None]
     z = torch.where(known, z, far.expand_as(z))
-    cos = (dirs * c2w[:, None, None, :3, 2]).sum(-1)  # ray direction . optical axis
-    points = origins + dirs * (z / cos.clamp_min(1e-6))[..., None]
+    points = origins + dirs * ray_distance(z, dirs, c2w)[..., None]
     return points.reshape(B, -1, 3), known.reshape(B, -1)
 
 

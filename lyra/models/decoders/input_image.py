@@ -21,22 +21,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, activate_gaussians
-from lyra.render.cameras import pixel_rays
+from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, activate_gaussians, colour_logits
+from lyra.render.cameras import pixel_rays, ray_distance
 from lyra.render.gaussians import Gaussians
 
 # Raw channel layout (activations.py): distance, RGB (3), scale (3), quaternion (4), opacity.
-_RGB, _OPACITY = slice(1, 4), 11
-# Colours are read through 0.5 tanh(x) + 0.5; the inverse is clamped so a black or white pixel
-# stays reachable by a finite correction.
-_COLOR_CLAMP = 0.98
-
-
-def colour_logits(image: Tensor) -> Tensor:  # [..., 3] in [0, 1] -> [..., 3] raw colour
-    """The raw colour channel that the activation turns back into ``image`` (to 1 %)."""
-    return torch.atanh((2 * image - 1).clamp(-_COLOR_CLAMP, _COLOR_CLAMP))
+_OPACITY = 11
 
 
 class InputImageGaussians(nn.Module):
@@ -87,17 +80,14 @@ class InputImageGaussians(nn.Module):
         raw = self.correction(tokens).permute(0, 2, 3, 1)  # [B, H, W, 12]
         if raw.shape[1:3] != (H, W):
             raise ValueError(f"the input frame's tokens cover {tuple(raw.shape[1:3])} pixels, the image is {(H, W)}")
-        prior = torch.zeros_like(raw)
-        prior[..., _RGB] = colour_logits(image.to(raw.dtype))
-        raw = raw + prior
+        raw = raw + F.pad(colour_logits(image.to(raw.dtype)), (1, RAW_CHANNELS - 4))  # the pixel's colour
         if self.image_net is not None:
             known = (depth > 0).to(raw.dtype)
             log_depth = torch.where(depth > 0, depth, torch.ones_like(depth)).log().to(raw.dtype) * known
             net_in = torch.cat([image.to(raw.dtype), log_depth[..., None], known[..., None]], -1).permute(0, 3, 1, 2)
             raw = raw + self.image_net(net_in).permute(0, 2, 3, 1)
         origins, dirs = pixel_rays(c2w, K, H, W)  # [B, H, W, 3]
-        z_axis = c2w[:, None, None, :3, 2]
-        distance = depth / (dirs * z_axis).sum(-1).clamp_min(1e-6)
+        distance = ray_distance(depth, dirs, c2w)
         sky = activation.far * unit[:, None, None].to(distance.dtype)  # unknown depth: the far bound
         distance = torch.where(depth > 0, distance, sky.expand_as(distance))
         footprint = (1.0 / torch.sqrt(K[:, 0, 0] * K[:, 1, 1]))[:, None].expand(B, H * W)  # a pixel per unit distance

@@ -21,13 +21,14 @@ from torch import Tensor, nn
 
 from lyra.data.codecs.frames import fold_frames, latent_frame_count, unfold_frames
 from lyra.models.blocks import BlockStack, BodyConfig
-from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, ScaleMode, activate_gaussians
+from lyra.models.decoders.activations import (RAW_CHANNELS, GaussianActivationConfig, ScaleMode, activate_gaussians,
+                                              colour_logits)
 from lyra.models.decoders.copies import NUM_COPY_FEATURES, frame_copy_features
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
 from lyra.models.decoders.input_depth import depth_features, warp_depth
 from lyra.models.decoders.input_image import InputImageGaussians
-from lyra.render.cameras import pixel_rays, resize_intrinsics
+from lyra.render.cameras import pixel_rays, ray_distance, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
 
@@ -431,7 +432,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         prior = seen = None
         if self.depth_embed is not None:  # the input depth in each Gaussian's cell, as a distance along its ray
             z, filled = warp_depth(input_depth, src_c2w, src_K, c2w, K, (gh, gw), cfg.input_depth_fill)
-            prior = z / (dirs * c2w[:, :, :, None, None, :3, 2]).sum(-1).clamp_min(1e-6)
+            prior = ray_distance(z, dirs, c2w)
             if cfg.grid_cells == "unseen":
                 seen = (z > 0) & ~filled
         lead = raw.shape[:-5]
@@ -513,7 +514,7 @@ class StaticGaussianDecoder(GaussianDecoder):
         frames = self.gaussian_frame_indices(T)
         block = F.avg_pool2d(rgb[:, frames].permute(0, 1, 4, 2, 3).reshape(-1, 3, *rgb.shape[2:4]), s)
         block = block.reshape(S, len(frames), 3, h * k, w * k).permute(0, 1, 3, 4, 2)  # [S, F, gh, gw, 3]
-        target = torch.atanh((2 * block - 1).clamp(-0.98, 0.98))
+        target = colour_logits(block)
         # Where each Gaussian frame sits in the codec's folded layout: (latent frame, slot in it).
         if cfg.gaussian_frames == "latent":
             lat_f = self.gaussian_latent_frames(torch.arange(Tl), 0)
