@@ -56,7 +56,7 @@ def synthetic_batch(seed=0, B=1, V=2, T=5, H=32, W=32, dynamic=False) -> ClipBat
     return ClipBatch(latents=torch.randn(B, V, 8, 2, h, w, generator=g), src_c2w=c2w, src_K=K, src_time=time,
                      rgb=rgb[:, :, F], c2w=c2w[:, :, F], K=K[:, :, F], time=time[:, :, F],
                      depth=torch.full((B, V, 3, H, W), 3.0), gt_rgb=rgb[:, :, F], depth_is_metric=True,
-                     input_rgb=rgb[:, 0, 0], captions=["plane"] * B)
+                     input_rgb=rgb[:, 0], captions=["plane"] * B)
 
 
 def tiny_student(dynamic: bool = False, lpips: bool = True, decoder=None, **kwargs) -> StudentModule:

@@ -281,11 +281,13 @@ def test_make_clip_in_view_chunks_is_the_teachers_clip():
     assert torch.equal(whole.c2w, chunked.c2w) and whole.meta["trajectories"] == ["left", "right", "up"]
 
 
-def test_predict_step_decodes_time_chunks_like_one_pass():
+@pytest.mark.parametrize("reads_video", [False, True])
+def test_predict_step_decodes_time_chunks_like_one_pass(reads_video):
     teacher = TeacherModule(ProceduralTeacher(seed=1, dynamic=True, trajectories=["left", "up"]),
                             DCTCodec(latent_channels=C), 5, 16, 16)
     clip = teacher.make_clip(0)
-    decoder = tiny_decoder(dynamic=True, latent_channels=C)
+    video = dict(input_depth=True, input_image_gaussians=True) if reads_video else {}
+    decoder = tiny_decoder(dynamic=True, latent_channels=C, **video)
     torch.nn.init.normal_(decoder.target_time_embed.weight)  # starts at zero (time-blind) in a fresh decoder
     module = StudentModule(decoder).eval()
     times = [0.0, 0.3, 0.6, 1.0]

@@ -109,7 +109,7 @@ def test_clip_batch_carries_the_first_source_frame():
     b = synthetic_batch()
     src = Clip(latents=b.latents[0], rgb=torch.rand(2, 5, H, W, 3), c2w=b.src_c2w[0], K=b.src_K[0], time=b.src_time[0])
     batch = ClipBatch.collate([(src, src.select(frames=[2, 4]))])
-    assert torch.equal(batch.input_rgb[0], src.rgb[0, 0])
+    assert torch.equal(batch.input_rgb[0], src.rgb[0])  # trajectory 0, every frame (static decoders read frame 0)
 
 
 def test_student_reads_the_input_image_and_trains_its_pixels():
@@ -119,7 +119,7 @@ def test_student_reads_the_input_image_and_trains_its_pixels():
     before = student.decoder.pixel_gaussians.correction.weight.detach().clone()
     out, _, g = student._step(batch, "train")
     colours = pixel_part(g).colors.detach()[0].reshape(H, W, 3)
-    torch.testing.assert_close(colours, batch.input_rgb[0], atol=1e-5, rtol=0)  # the clip's frame, uncorrected
+    torch.testing.assert_close(colours, batch.input_rgb[0, 0], atol=1e-5, rtol=0)  # the clip's frame, uncorrected
     out.total.backward()
     torch.optim.Adam(student.parameters(), lr=1e-2).step()
     assert not torch.equal(before, student.decoder.pixel_gaussians.correction.weight)

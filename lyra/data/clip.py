@@ -148,7 +148,7 @@ class ClipBatch:
     gt_rgb: Tensor | None = None  # [B, V, F, H, W, 3]
     depth_is_metric: bool = False
     src_depth: Tensor | None = None  # [B, V, T, H, W] depth of every source frame (pixel-aligned supervision)
-    input_rgb: Tensor | None = None  # [B, H, W, 3] the first source frame (trajectory 0, frame 0): the input image
+    input_rgb: Tensor | None = None  # [B, T, H, W, 3] trajectory 0's source frames: the input image (frame 0) or video
     captions: list[str] = field(default_factory=list)
     meta: list[dict[str, Any]] = field(default_factory=list)  # per sample: the target clip's meta
     # The source clips themselves (test split only): what the baselines of lyra.eval read.
@@ -206,6 +206,6 @@ class ClipBatch:
                    src_time=stack(src, "time"), rgb=stack(tgt, "rgb"), c2w=stack(tgt, "c2w"),
                    K=stack(tgt, "K"), time=stack(tgt, "time"), depth=stack(tgt, "depth"),
                    gt_rgb=stack(tgt, "gt_rgb"), depth_is_metric=metric.pop(), src_depth=stack(src, "depth"),
-                   input_rgb=torch.stack([s.rgb[0, 0] for s in src]),
+                   input_rgb=torch.stack([s.rgb[0] for s in src]),
                    captions=[t.caption for t in tgt], meta=[dict(t.meta) for t in tgt],
                    sources=list(src) if keep_sources else None)

@@ -85,28 +85,37 @@ def nearest_frame(
 
 
 def input_image_warp(
-    src: Clip,  # the source views, all frames; frame 0 of view 0 is the input image, with depth
+    src: Clip,  # the source views, all frames; trajectory 0 is the input image (frame 0) or video, with depth
     c2w: Tensor,  # [Q, 4, 4] query cameras
     K: Tensor,  # [Q, 3, 3]
+    time: Tensor | None = None,  # [Q] scene time of each query (dynamic scenes); None: the input image
     sky_factor: float = 10.0,
 ) -> Tensor:  # [Q, H, W, 3]
     """The input image's teacher RGB lifted to one point per pixel at the clip's depth (unknown
     depth, the sky: ``sky_factor`` x the farthest known depth) and rendered at the query cameras;
-    pixels no point covers come from the nearest source frame."""
+    pixels no point covers come from the nearest source frame. With ``time``, each query lifts the
+    input video's frame (trajectory 0) nearest to its time, as the dynamic decoder reads it."""
     from lyra.data.generators.point_cache import lift_to_points, render_points  # lyra.data imports lyra.eval
 
     if src.depth is None:
         raise ValueError("the input_warp baseline lifts the input image with its depth; the clip has none "
                          "(use a teacher that writes depth, or drop input_warp from evaluation.baselines)")
-    depth = src.depth[0, 0]
-    known = depth > 0
-    if not known.any():
-        raise ValueError("the input image has no known depth at all; input_warp cannot lift it")
-    depth = torch.where(known, depth, sky_factor * depth[known].max())
+    frames = torch.zeros(c2w.shape[0], dtype=torch.long)
+    if time is not None:
+        frames = (src.time[0, None, :].to(time) - time[:, None]).abs().argmin(-1).cpu()
     H, W = src.image_size
-    cloud = lift_to_points(src.rgb[0, 0], depth, src.c2w[0, 0], src.K[0, 0])
-    cache = render_points(cloud, c2w, K, H, W)
-    return torch.where(cache.holes[..., None], nearest_frame(src, c2w), cache.rgb)
+    out = torch.empty(c2w.shape[0], H, W, 3, dtype=src.rgb.dtype, device=c2w.device)
+    for f in frames.unique().tolist():
+        depth = src.depth[0, f]
+        known = depth > 0
+        if not known.any():
+            raise ValueError(f"input frame {f} has no known depth at all; input_warp cannot lift it")
+        depth = torch.where(known, depth, sky_factor * depth[known].max())
+        cloud = lift_to_points(src.rgb[0, f], depth, src.c2w[0, f], src.K[0, f])
+        q = (frames == f).nonzero()[:, 0].to(c2w.device)
+        cache = render_points(cloud, c2w[q], K[q], H, W)
+        out[q] = torch.where(cache.holes[..., None], nearest_frame(src, c2w[q]), cache.rgb).to(out.dtype)
+    return out
 
 
 # ---- per-scene optimisation ---------------------------------------------------------------------

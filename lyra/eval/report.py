@@ -212,7 +212,7 @@ class EvalReport(nn.Module):
                     # per frame, for the parallax split (cached with the rest; not a record field)
                     out["_nearest_truth_psnr"] = psnr(pred.clamp(0, 1).float(), gt.float()).tolist()
             elif name == "input_warp" and src is not None and src.depth is not None:
-                pred = input_image_warp(src, c2w.cpu(), K.cpu()).to(teacher.device)
+                pred = input_image_warp(src, c2w.cpu(), K.cpu(), batch.time[b, v, truth].cpu()).to(teacher.device)
                 out["input_warp"] = {"heldout": self._scores(pred, teacher)}
                 if gt is not None:
                     out["input_warp"]["truth"] = self._scores(pred, gt)

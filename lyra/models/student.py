@@ -140,29 +140,36 @@ class StudentModule(L.LightningModule):
     def forward(self, batch: ClipBatch) -> Gaussians:
         B = batch.batch_size
         target_time = batch.time.reshape(B, -1) if self.decoder.is_dynamic else None
-        extra = {"input_depth": self.input_depth(batch)} if getattr(self.decoder.config, "input_depth", False) else {}
-        if getattr(self.decoder.config, "input_image_gaussians", False):
-            extra["input_image"] = batch.input_rgb
         g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time, target_time=target_time,
-                         **extra)
+                         **self.decoder_inputs(batch))
         if self.hparams.prune_keep is not None:
             g = g.prune_fraction(self.hparams.prune_keep)
         return g
 
-    def input_depth(self, batch: ClipBatch) -> Tensor:  # [B, H, W]
+    def decoder_inputs(self, batch: ClipBatch) -> dict[str, Tensor]:
+        """What the decoder reads besides latents and cameras, as its settings ask: the input image's
+        (dynamic: the input video's) depth and pixels."""
+        extra = {"input_depth": self.input_depth(batch)} if getattr(self.decoder.config, "input_depth", False) else {}
+        if getattr(self.decoder.config, "input_image_gaussians", False):
+            extra["input_image"] = batch.input_rgb if self.decoder.is_dynamic else batch.input_rgb[:, 0]
+        return extra
+
+    def input_depth(self, batch: ClipBatch) -> Tensor:  # [B, H, W], dynamic decoders [B, T, H, W]
         """The input image's depth for decoders built with ``input_depth``: the first source frame's
-        (trajectory 0, frame 0; for GEN3C clips the monocular depth its 3D cache was built from),
-        with ``input_depth_noise`` applied."""
+        (trajectory 0, frame 0; for GEN3C clips the monocular depth its 3D cache was built from), or
+        for a dynamic decoder the input video's (trajectory 0, every frame), with ``input_depth_noise``
+        applied (one error field per scene, the same on every frame)."""
         if batch.src_depth is None:
             raise ValueError("the decoder reads the input frame's depth (input_depth=True) but the clips carry no "
                              "depth; use a teacher that writes depth (procedural, GEN3C with output_depth='cache') "
                              "or a decoder built without input_depth")
-        depth = batch.src_depth[:, 0, 0]
+        depth = batch.src_depth[:, 0] if self.decoder.is_dynamic else batch.src_depth[:, 0, :1]  # [B, T or 1, H, W]
         noise = self.hparams.input_depth_noise
         if noise > 0:  # one error field per scene, the same at every step and in every evaluation
             seeds = [int(c.double().abs().sum().item() * 1e3) % (1 << 31) for c in batch.src_c2w]
-            depth = perturb_depth(depth, noise, seeds)
-        return depth
+            T = depth.shape[1]
+            depth = perturb_depth(depth.flatten(0, 1), noise, [s for s in seeds for _ in range(T)]).reshape(depth.shape)
+        return depth if self.decoder.is_dynamic else depth[:, 0]
 
     def render_targets(self, g: Gaussians, batch: ClipBatch) -> Renders:  # fields [B, V*F, H, W(, 3)]
         B, V, F, H, W, _ = batch.rgb.shape
@@ -457,10 +464,10 @@ class StudentModule(L.LightningModule):
             chunk = int(time_chunk or (meta[0].get("time_chunk") if meta else None) or M)
             if chunk < 1:
                 raise ValueError(f"time_chunk must be >= 1, got {chunk}")
-            parts = []
+            parts, inputs = [], self.decoder_inputs(batch)
             for lo in range(0, M, chunk):
                 g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time,
-                                 target_time=target[:, lo:lo + chunk])
+                                 target_time=target[:, lo:lo + chunk], **inputs)
                 if self.hparams.prune_keep is not None:
                     g = g.prune_fraction(self.hparams.prune_keep)
                 parts.append(g.detach().to("cpu"))

@@ -136,6 +136,12 @@ class Gaussians:
     def detach(self) -> "Gaussians":
         return self._map(Tensor.detach)
 
+    def reshape_batch(self, *shape: int) -> "Gaussians":
+        """The same Gaussians under another batch shape of as many sets (``[B*M]`` -> ``[B, M]``)."""
+        if math.prod(shape) != math.prod(self.batch_shape):
+            raise ValueError(f"cannot reshape batch {tuple(self.batch_shape)} to {shape}: the set count differs")
+        return self._map(lambda t: t.reshape(*shape, *t.shape[len(self.batch_shape):]))
+
     def to_dict(self) -> dict[str, Tensor]:
         """Field tensors keyed like ``gsplat.rasterization``'s arguments (pass ``sh_degree`` separately)."""
         return {n: getattr(self, n) for n in _FIELDS}

@@ -2,6 +2,12 @@
 
 It returns one complete Gaussian set per requested target time (time-conditioned 3DGS, not a
 deformation field): tokens of the whole clip are mixed once per target time.
+
+With ``input_depth`` / ``input_image_gaussians`` it reads the input *video* (trajectory 0, every
+frame) where the static decoder reads the input image: each target time takes the trajectory-0
+frame nearest to it in time, its depth warped into every source camera and its pixels lifted as
+Gaussians, so every time's set starts from what the input video shows at that time. A frame
+between two input frames' times takes the nearer one.
 """
 
 from __future__ import annotations
@@ -26,9 +32,6 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
 
     def add_conditioning(self, width: int) -> None:
         cfg = self.config
-        if cfg.input_depth:
-            raise ValueError("input_depth is built for the static decoder only (a moving scene's first frame does "
-                             "not give the other times' depth); set it to false for DynamicGaussianDecoder")
         self.source_time_embed = PatchEmbed3d(3 * cfg.time_factor, width, cfg.patch_size, zero_init=True)
         self.target_time_embed = nn.Linear(3, width)
         nn.init.zeros_(self.target_time_embed.weight)
@@ -41,8 +44,10 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         K: Tensor,  # [B, V, T, 3, 3]
         time: Tensor | None = None,  # [B, V, T] scene time of every source frame
         target_time: Tensor | None = None,  # [B, M] times at which to output Gaussians
+        input_depth: Tensor | None = None,  # [B, T, H, W] z-depth of trajectory 0's frames, 0 = unknown
+        input_image: Tensor | None = None,  # [B, T, H, W, 3] their RGB (decoders with input_image_gaussians)
     ) -> Gaussians:  # batch shape [B, M]
-        self._check(latents, c2w, K)
+        self._check(latents, c2w, K, input_depth, input_image)
         B, V, _, Tl, h, w = latents.shape
         T = c2w.shape[2]
         if time is None or target_time is None:
@@ -63,10 +68,27 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         tgt = self.target_time_embed(time_features(target_time).to(self.dtype))  # [B, M, D]
         L, D = tokens.shape[1:]
         tokens = tokens.reshape(B, 1, V, L, D) + tgt[:, :, None, None, :]
+        inputs = {}
+        if cfg.input_depth:  # each target time reads the input video's frame nearest to it
+            frame = (time[:, 0, None, :] - target_time[:, :, None]).abs().argmin(-1)  # [B, M]
+            rows = torch.arange(B, device=frame.device)[:, None]
+            inputs = {"input_depth": input_depth[rows, frame], "input_c2w": c2w[:, 0][rows, frame],
+                      "input_K": K[:, 0][rows, frame]}
+            tokens = tokens + self.depth_tokens(**inputs, c2w=c2w, K=K, latent_shape=(Tl, h, w)).reshape(B, M, V, L, D)
         x = self.mix_tokens(tokens.reshape(B * M * V, L, D), (Tl, h, w), B * M, V)
         raw = self.decode_tokens(x, latents, B * M, V)
         raw = raw.reshape(B, M, *raw.shape[1:])
         skip = self.latent_skip_raw(latents)  # the latents are the same at every target time
         if skip is not None:
             raw = raw + skip[:, None]
-        return self.to_gaussians(raw.float(), c2w, K)
+        g = self.to_gaussians(raw.float(), c2w, K, **inputs)
+        if self.pixel_gaussians is None:
+            return g
+        x = x.reshape(B, M, V, *x.shape[1:])[:, :, 0]  # [B, M, D, T', h/p, w/p] trajectory 0
+        first = x[rows, torch.arange(M, device=frame.device), :, self.latent_frame_of(frame)]  # [B, M, D, h/p, w/p]
+        S = B * M
+        pixels = self.input_pixel_gaussians(first.reshape(S, *first.shape[2:]), input_image[rows, frame].reshape(
+            S, *input_image.shape[2:]), inputs["input_depth"].reshape(S, *input_depth.shape[2:]),
+            inputs["input_c2w"].reshape(S, 4, 4), inputs["input_K"].reshape(S, 3, 3),
+            self.length_unit(c2w).repeat_interleave(M))
+        return Gaussians.cat([g, pixels.reshape_batch(B, M)])

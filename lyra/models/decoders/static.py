@@ -8,6 +8,7 @@ only adds time conditioning.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -129,7 +130,8 @@ class StaticGaussianDecoder(GaussianDecoder):
             (:mod:`~lyra.models.decoders.input_depth`): its log and coverage enter the tokens through a
             zero-initialised embed, and every Gaussian whose cell it covers starts at that depth,
             which the distance channel then corrects by at most a factor exp(``input_depth_range``).
-            ``forward`` then needs ``input_depth``. Not in the paper; static decoder only.
+            ``forward`` then needs ``input_depth``. Not in the paper. The dynamic decoder reads the
+            input video instead: trajectory 0's frame nearest each target time.
         input_depth_range: the largest |log| correction of an input depth (0.5: x0.61 to x1.65).
         input_depth_fill: fill holes of the warped input depth (cells no point of the input image
             reaches, unless its sky does: disocclusions, beyond its edges) this many cells deep
@@ -301,26 +303,30 @@ class StaticGaussianDecoder(GaussianDecoder):
                 raise ValueError(f"{name} contains NaN or Inf; fix the clip (the teacher or codec produced it)")
         if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
             raise ValueError("K has a zero or negative focal length")
+        # The static decoder reads the input image (trajectory 0, frame 0); the dynamic one the input
+        # video (trajectory 0, every frame).
+        frames, dims = ((T,), "[B, T, H, W]") if self.is_dynamic else ((), "[B, H, W]")
+        what = "every frame of trajectory 0" if self.is_dynamic else "the first source frame"
         if cfg.input_depth and input_depth is None:
-            raise ValueError("this decoder was built with input_depth=True and needs `input_depth` [B, H, W], the "
-                             "z-depth of the first source frame (StudentModule passes the clip's src_depth[:, 0, 0])")
+            raise ValueError(f"this decoder was built with input_depth=True and needs `input_depth` {dims}, the "
+                             f"z-depth of {what} (StudentModule passes it from the clip's src_depth)")
         if not cfg.input_depth and input_depth is not None:
             raise ValueError("`input_depth` was given to a decoder built without input_depth; drop it or build the "
                              "decoder with input_depth=True")
         if input_depth is not None:
-            want = (B, h * cfg.space_factor, w * cfg.space_factor)
+            want = (B, *frames, h * cfg.space_factor, w * cfg.space_factor)
             if tuple(input_depth.shape) != want:
-                raise ValueError(f"input_depth must be [B, H, W] = {want} (the source frames' size), "
+                raise ValueError(f"input_depth must be {dims} = {want} (the source frames' size), "
                                  f"got {tuple(input_depth.shape)}")
             if not torch.isfinite(input_depth).all() or (input_depth < 0).any():
                 raise ValueError("input_depth must be finite and >= 0 (0 = unknown)")
         if (self.pixel_gaussians is not None) != (input_image is not None):
-            raise ValueError("a decoder built with input_image_gaussians=True needs `input_image` [B, H, W, 3], the "
-                             "first source frame's RGB (StudentModule passes the clip's input_rgb); others take none")
+            raise ValueError(f"a decoder built with input_image_gaussians=True needs `input_image` {dims[:-1]}, 3], "
+                             f"the RGB of {what} (StudentModule passes the clip's input_rgb); others take none")
         if input_image is not None:
-            want = (B, h * cfg.space_factor, w * cfg.space_factor, 3)
+            want = (B, *frames, h * cfg.space_factor, w * cfg.space_factor, 3)
             if tuple(input_image.shape) != want:
-                raise ValueError(f"input_image must be [B, H, W, 3] = {want}, got {tuple(input_image.shape)}")
+                raise ValueError(f"input_image must be {dims[:-1]}, 3] = {want}, got {tuple(input_image.shape)}")
             if not torch.isfinite(input_image).all() or input_image.min() < 0 or input_image.max() > 1:
                 raise ValueError("input_image must be finite RGB in [0, 1]")
 
@@ -331,7 +337,6 @@ class StaticGaussianDecoder(GaussianDecoder):
         latents: Tensor,  # [B, V, C, T', h, w]
         c2w: Tensor,  # [B, V, T, 4, 4]
         K: Tensor,  # [B, V, T, 3, 3]
-        input_depth: Tensor | None = None,  # [B, H, W] (decoders built with input_depth)
     ) -> Tensor:  # [B*V, L, D]
         cfg = self.config
         B, V, C, Tl, h, w = latents.shape
@@ -344,15 +349,60 @@ class StaticGaussianDecoder(GaussianDecoder):
         rays = fold_frames(rays.reshape(B * V, T, h, w, 6), cfg.time_factor, cfg.causal_first_frame)
         rays = rays.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 6, Tl, h, w)
         tokens = self.latent_embed(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
-        tokens = tokens + self.ray_embed(rays.to(self.dtype))
-        if self.depth_embed is not None:
-            seen, filled = warp_depth(input_depth, c2w[:, 0, 0], K[:, 0, 0], c2w, K, (h, w),
-                                      cfg.input_depth_fill)  # [B, V, T, h, w]
-            feats = fold_frames(depth_features(seen, filled).reshape(B * V, T, h, w, 3), cfg.time_factor,
-                                cfg.causal_first_frame)
-            feats = feats.permute(0, 2, 5, 1, 3, 4).reshape(B * V, cfg.time_factor * 3, Tl, h, w)
-            tokens = tokens + self.depth_embed(feats.to(self.dtype))
-        return tokens
+        return tokens + self.ray_embed(rays.to(self.dtype))
+
+    def warped_input_depth(
+        self,
+        input_depth: Tensor,  # [B, (M,) H, W] one input depth per scene (dynamic: per target time)
+        input_c2w: Tensor,  # [B, (M,) 4, 4] the camera it was seen from
+        input_K: Tensor,  # [B, (M,) 3, 3]
+        c2w: Tensor,  # [B, V, T, 4, 4] the cameras to see it from
+        K: Tensor,  # [B, V, T, 3, 3]
+        grid: tuple[int, int],  # (gh, gw) cells per image
+    ) -> tuple[Tensor, Tensor]:  # z-depth, filled: [B, (M,) V, T, gh, gw]
+        """Every input depth warped into every source camera (``warp_depth``, holes filled
+        ``input_depth_fill`` cells deep)."""
+        lead, (H, W) = input_depth.shape[:-2], input_depth.shape[-2:]
+        S, B = math.prod(lead), c2w.shape[0]
+        z, filled = warp_depth(input_depth.reshape(S, H, W), input_c2w.reshape(S, 4, 4), input_K.reshape(S, 3, 3),
+                               c2w.repeat_interleave(S // B, 0), K.repeat_interleave(S // B, 0), grid,
+                               self.config.input_depth_fill)
+        return z.reshape(*lead, *z.shape[1:]), filled.reshape(*lead, *filled.shape[1:])
+
+    def depth_tokens(
+        self,
+        input_depth: Tensor,  # [B, (M,) H, W]
+        input_c2w: Tensor,  # [B, (M,) 4, 4]
+        input_K: Tensor,  # [B, (M,) 3, 3]
+        c2w: Tensor,  # [B, V, T, 4, 4]
+        K: Tensor,  # [B, V, T, 3, 3]
+        latent_shape: tuple[int, int, int],  # (T', h, w)
+    ) -> Tensor:  # [B*(M)*V, L, D] to add to the latent tokens
+        """The input depth, warped into every source camera, as tokens (log depth, seen, filled)."""
+        cfg = self.config
+        Tl, h, w = latent_shape
+        seen, filled = self.warped_input_depth(input_depth, input_c2w, input_K, c2w, K, (h, w))
+        T = c2w.shape[2]
+        feats = fold_frames(depth_features(seen, filled).reshape(-1, T, h, w, 3), cfg.time_factor, cfg.causal_first_frame)
+        feats = feats.permute(0, 2, 5, 1, 3, 4).reshape(-1, cfg.time_factor * 3, Tl, h, w)
+        return self.depth_embed(feats.to(self.dtype))
+
+    def latent_frame_of(self, frame: Tensor) -> Tensor:  # source frame indices -> their latent frame's
+        cfg = self.config
+        tf = cfg.time_factor
+        return (frame + tf - 1) // tf if cfg.causal_first_frame else frame // tf
+
+    def input_pixel_gaussians(
+        self,
+        tokens: Tensor,  # [S, D, h/p, w/p] mixed tokens of the input frame's latent frame
+        image: Tensor,  # [S, H, W, 3]
+        depth: Tensor,  # [S, H, W]
+        input_c2w: Tensor,  # [S, 4, 4]
+        input_K: Tensor,  # [S, 3, 3]
+        unit: Tensor,  # [S] the scene's length unit
+    ) -> Gaussians:  # [S, H*W] in world coordinates
+        g = self.pixel_gaussians(tokens.float(), image.float(), depth, input_c2w, input_K, self.activation, unit)
+        return self.orient_to_world(g, input_c2w)
 
     def gaussian_latent_frames(self, x: Tensor, dim: int) -> Tensor:
         """``x`` restricted, along its latent-frame axis ``dim``, to the latent frames that emit
@@ -413,11 +463,14 @@ class StaticGaussianDecoder(GaussianDecoder):
         raw: Tensor,  # [B, (M,) V, F, gh, gw, 12], F = the frames that get Gaussians
         c2w: Tensor,  # [B, V, T, 4, 4] every source camera
         K: Tensor,  # [B, V, T, 3, 3]
-        input_depth: Tensor | None = None,  # [B, H, W] (decoders built with input_depth)
+        input_depth: Tensor | None = None,  # [B, (M,) H, W] (decoders built with input_depth)
+        input_c2w: Tensor | None = None,  # [B, (M,) 4, 4] its camera (default: the first source camera)
+        input_K: Tensor | None = None,  # [B, (M,) 3, 3]
     ) -> Gaussians:  # [B, (M,) N] in world coordinates
         cfg = self.config
         ref = c2w[:, 0, 0]
-        src_c2w, src_K = c2w[:, 0, 0], K[:, 0, 0]
+        input_c2w = c2w[:, 0, 0] if input_c2w is None else input_c2w
+        input_K = K[:, 0, 0] if input_K is None else input_K
         unit = self.length_unit(c2w)  # [B], from every source camera (the embedding's unit)
         frames = self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)
         c2w, K = c2w[:, :, frames], K[:, :, frames]
@@ -431,16 +484,17 @@ class StaticGaussianDecoder(GaussianDecoder):
             *origins.shape[:-1])
         prior = seen = None
         if self.depth_embed is not None:  # the input depth in each Gaussian's cell, as a distance along its ray
-            z, filled = warp_depth(input_depth, src_c2w, src_K, c2w, K, (gh, gw), cfg.input_depth_fill)
-            prior = ray_distance(z, dirs, c2w)
+            z, filled = self.warped_input_depth(input_depth, input_c2w, input_K, c2w, K, (gh, gw))
+            timed = z.ndim == dirs.ndim  # one input depth per target time: [B, M, V, F, gh, gw]
+            prior = ray_distance(z, dirs[:, None] if timed else dirs, c2w[:, None] if timed else c2w)
             if cfg.grid_cells == "unseen":
                 seen = (z > 0) & ~filled
         lead = raw.shape[:-5]
         extra = len(lead) - 1  # a target-time dim M for dynamic decoders
         for _ in range(extra):
             origins, dirs, footprint = origins[:, None], dirs[:, None], footprint[:, None]
-            prior = None if prior is None else prior[:, None]
-            seen = None if seen is None else seen[:, None]
+            if prior is not None and prior.ndim < raw.ndim - 1:  # one input depth for every target time
+                prior, seen = prior[:, None], None if seen is None else seen[:, None]
         origins, dirs = origins.expand(raw.shape[:-1] + (3,)), dirs.expand(raw.shape[:-1] + (3,))
         footprint = footprint.expand(raw.shape[:-1])
         prior = None if prior is None else prior.expand(raw.shape[:-1]).reshape(*lead, -1)
@@ -479,7 +533,9 @@ class StaticGaussianDecoder(GaussianDecoder):
     ) -> Gaussians:  # batch [B], N = V * F * (h * density) * (w * density) (+ H * W input pixels), F frames with Gaussians
         self._check(latents, c2w, K, input_depth, input_image)
         B, V, _, Tl, h, w = latents.shape
-        tokens = self.embed_tokens(latents, c2w, K, input_depth)
+        tokens = self.embed_tokens(latents, c2w, K)
+        if self.depth_embed is not None:
+            tokens = tokens + self.depth_tokens(input_depth, c2w[:, 0, 0], K[:, 0, 0], c2w, K, (Tl, h, w))
         x = self.mix_tokens(tokens, (Tl, h, w), B, V)
         raw = self.decode_tokens(x, latents, B, V)
         skip = self.latent_skip_raw(latents)
@@ -489,9 +545,9 @@ class StaticGaussianDecoder(GaussianDecoder):
         if self.pixel_gaussians is None:
             return g
         first = x.reshape(B, V, *x.shape[1:])[:, 0, :, 0]  # [B, D, h/p, w/p] trajectory 0, latent frame 0
-        pixels = self.pixel_gaussians(first.float(), input_image.float(), input_depth, c2w[:, 0, 0], K[:, 0, 0],
-                                            self.activation, self.length_unit(c2w))
-        return Gaussians.cat([g, self.orient_to_world(pixels, c2w[:, 0, 0])])
+        pixels = self.input_pixel_gaussians(first, input_image, input_depth, c2w[:, 0, 0], K[:, 0, 0],
+                                            self.length_unit(c2w))
+        return Gaussians.cat([g, pixels])
 
     @torch.no_grad()
     def fit_latent_skip(
