@@ -98,7 +98,11 @@ def test_benchmark_overlays_build_on_the_static_config(in_tmp):
     cfg = build(*configs("static.yaml"), "--config", str(ROOT / "benchmarks/configs/static_without_input_image.yaml")
                 ).model.decoder.config
     assert cfg.input_depth and not cfg.input_image_gaussians  # ... unless told not to
-    assert not build(*configs("dynamic.yaml")).model.decoder.config.input_depth  # static decoder only
+    dyn = build(*configs("dynamic.yaml")).model.decoder.config
+    assert dyn.input_depth and dyn.input_image_gaussians  # the dynamic one reads the input video ...
+    cfg = build(*configs("dynamic.yaml"), "--config", str(ROOT / "benchmarks/configs/dynamic_without_input_video.yaml")
+                ).model.decoder.config
+    assert not cfg.input_depth and not cfg.input_image_gaussians  # ... unless told not to
 
 
 @pytest.mark.parametrize("stage", STAGES)
