@@ -152,8 +152,9 @@ def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
         reader(lat, c2w, Ks, input_depth=-torch.ones(1, 32, 32))
     with pytest.raises(ValueError, match="input_depth_fill must be >= 0"):
         tiny_decoder(input_depth=True, input_depth_fill=-1)
-    with pytest.raises(ValueError, match="static decoder only"):
-        tiny_decoder(dynamic=True, input_depth=True)
+    with pytest.raises(ValueError, match=r"needs `input_depth` \[B, T, H, W\]"):  # the dynamic one reads a video
+        tiny_decoder(dynamic=True, input_depth=True)(lat, c2w, Ks, time=torch.zeros(c2w.shape[:3]),
+                                                      target_time=torch.zeros(1, 1))
     reader.save_pretrained(tmp_path)
     back = type(reader).from_pretrained(tmp_path)
     assert back.config.input_depth and back.config.input_depth_range == 0.5

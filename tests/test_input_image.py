@@ -7,7 +7,7 @@ from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 from lyra.data.clip import Clip, ClipBatch
 from lyra.models.decoders import StaticGaussianDecoder
 from lyra.models.decoders.activations import colour_logits
-from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+from lyra.render.cameras import c2w_to_viewmat, pixel_rays, world_to_pixels
 from lyra.render.renderer import GaussianRenderer
 
 H = W = 32  # decoder_inputs: 4x4 latents, space factor 8
@@ -174,3 +174,28 @@ def test_image_net_starts_as_a_no_op_and_learns_per_pixel():
     assert c.abs().std(1).min() > 0  # the correction differs from pixel to pixel
     with pytest.raises(ValueError, match="image_features must be >= 0"):
         tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_features=-1)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_test_report_compares_the_gaussians_depth_with_the_input_depth_they_read(dynamic):
+    batch = synthetic_batch(dynamic=dynamic)
+    origins, dirs = pixel_rays(batch.src_c2w, batch.src_K, H, W)  # every camera sees the plane z = 0
+    t = -origins[..., 2] / dirs[..., 2]
+    batch.src_depth = t * (dirs * batch.src_c2w[..., None, None, :3, 2]).sum(-1)  # its z-depth: consistent views
+    dec = tiny_decoder(dynamic=dynamic, input_depth=True)
+    with torch.no_grad():  # distance channel at 0: every Gaussian the input depth reaches sits at it
+        dec.readout.weight[:, 0] = 0
+        dec.readout.bias[0] = 0
+    given = {}
+    for noise in (0.0, 0.2):
+        student = tiny_student(dynamic=dynamic, lpips=False, decoder=dec, input_depth_noise=noise).eval()
+        with torch.no_grad():
+            err = student.depth_error(student(batch), batch)
+        assert set(err) == {"depth_log_error", "input_depth_log_error", "depth_log_error_on_input"}
+        torch.testing.assert_close(err["depth_log_error_on_input"], err["input_depth_log_error"], atol=1e-4, rtol=0)
+        given[noise] = float(err["input_depth_log_error"])
+    assert given[0.0] < 0.01 < 0.03 < given[0.2]  # the error it was given: the perturbation's
+    with torch.no_grad():
+        dec.readout.bias[0] = 1.0  # the decoder moves its Gaussians off the input depth
+        err = student.depth_error(student(batch), batch)
+    assert (err["depth_log_error_on_input"] - err["input_depth_log_error"]).abs() > 0.05

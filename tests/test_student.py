@@ -300,15 +300,16 @@ def test_test_report_states_how_far_the_gaussians_are_from_the_clip_depth():
     own = module.decoder.gaussian_depths(g, batch.src_c2w, (32, 32))  # [1, V, F, 4, 4]
     s = 32 // own.shape[-1]
     batch.src_depth = own.repeat_interleave(s, -2).repeat_interleave(s, -1)  # the clip agrees with the student
-    torch.testing.assert_close(module.depth_error(g, batch), torch.zeros(1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(module.depth_error(g, batch)["depth_log_error"], torch.zeros(1), atol=1e-5, rtol=0)
     batch.src_depth = 2 * batch.src_depth
     batch.src_depth[..., :8, :] = 0  # unknown depth does not count
     err = module.depth_error(g, batch)
-    torch.testing.assert_close(err, torch.log(torch.tensor([2.0])), atol=1e-5, rtol=0)
+    assert set(err) == {"depth_log_error"}  # no input depth read: nothing to compare it with
+    torch.testing.assert_close(err["depth_log_error"], torch.log(torch.tensor([2.0])), atol=1e-5, rtol=0)
     report = EvalReport({"baselines": []})
-    report.add(batch, module.render_targets(g, batch).rgb.reshape(batch.rgb.shape), depth_error=err)
+    report.add(batch, module.render_targets(g, batch).rgb.reshape(batch.rgb.shape), geometry=err)
     summary = summarize(report.records)
-    assert summary["student/geometry/depth_log_error"] == pytest.approx(float(err[0]))
+    assert summary["student/geometry/depth_log_error"] == pytest.approx(float(err["depth_log_error"][0]))
     assert "Student geometry" in format_table(summary)
     batch.depth_is_metric = False  # relative depth has no scale to be off by
     assert module.depth_error(g, batch) is None

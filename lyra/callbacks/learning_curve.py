@@ -93,7 +93,7 @@ class LearningCurve(L.Callback):
             g = pl_module(batch)
             rgb = pl_module.render_targets(g, batch).rgb.reshape(batch.rgb.shape)
             depth_error = getattr(pl_module, "depth_error", None)
-            report.add(batch, rgb, depth_error=depth_error(g, batch) if depth_error else None)
+            report.add(batch, rgb, geometry=depth_error(g, batch) if depth_error else None)
         pl_module.train(was_training)
         summary = summarize(report.records, report.config.parallax_bins)
         point = {"minutes": minutes, "step": trainer.global_step, "eval_seconds": time.perf_counter() - t0, **summary}

@@ -155,7 +155,7 @@ class EvalReport(nn.Module):
         batch: ClipBatch,
         rgb: Tensor,  # [B, V, F, H, W, 3] student renders of every target frame
         scene_ids: Sequence[str] | None = None,
-        depth_error: Tensor | None = None,  # [B] median |log| error of the student's Gaussian depths, NaN: none
+        geometry: dict[str, Tensor] | None = None,  # name -> [B] depth errors (StudentModule.depth_error), NaN: none
     ) -> list[dict]:
         B, V, F, H, W, _ = batch.rgb.shape
         new = []
@@ -164,8 +164,9 @@ class EvalReport(nn.Module):
             rec = {"scene": scene_ids[b] if scene_ids else str(meta.get("index", b)),
                    "caption": batch.captions[b] if b < len(batch.captions) else ""}
             student = {"fidelity": self._scores(rgb[b].flatten(0, 1), batch.rgb[b].flatten(0, 1))}
-            if depth_error is not None and torch.isfinite(depth_error[b]):
-                student["geometry"] = {"depth_log_error": float(depth_error[b])}
+            known = {k: float(v[b]) for k, v in (geometry or {}).items() if torch.isfinite(v[b])}
+            if known:
+                student["geometry"] = known
             heldout = meta.get("heldout")
             if heldout is not None and any(heldout):
                 v = heldout.index(True)
@@ -324,6 +325,10 @@ def format_table(summary: dict[str, float]) -> str:
         err = summary["student/geometry/depth_log_error"]
         lines.append(f"\nStudent geometry: its Gaussians' depths in their source frames are off the clip's metric depth "
                      f"by a median |log ratio| of {err:.3f} (x{math.exp(err):.3f}), mean over samples")
+    if "student/geometry/input_depth_log_error" in summary:
+        lines.append(f"Where the input depth reaches: the input depth it read "
+                     f"{summary['student/geometry/input_depth_log_error']:.3f}, its Gaussians "
+                     f"{summary['student/geometry/depth_log_error_on_input']:.3f} (lower: it corrected its input)")
     groups = [k.split("|", 1)[1] for k in summary if k.startswith("frames|")]
     if groups:
         lines.append("\n| truth frames by parallax to the closest source view | frames | student PSNR | nearest PSNR |")

@@ -35,6 +35,14 @@ def _same_setting(a: Any, b: Any) -> bool:
     return a == b
 
 
+
+def median_log_error(
+    pred: Tensor,  # [B, ...] depths
+    target: Tensor,  # [B, ...] depths, 0 = unknown (not counted)
+) -> Tensor:  # [B] median |log(pred / target)| over known targets, NaN where none
+    err = (pred.clamp_min(1e-6).log() - target.clamp_min(1e-6).log()).abs().flatten(1)
+    return torch.where(target.flatten(1) > 0, err, torch.full_like(err, float("nan"))).nanmedian(dim=1).values
+
 class StudentModule(L.LightningModule):
     """The student: decoder -> Gaussians -> renderer -> images -> loss against the teacher's RGB.
 
@@ -214,15 +222,25 @@ class StudentModule(L.LightningModule):
         return aligned, target
 
     @torch.no_grad()
-    def depth_error(self, g: Gaussians, batch: ClipBatch) -> Tensor | None:  # [B] or None
-        """Per sample, the median |log(depth / clip depth)| of the Gaussians on their source pixels
-        (NaN where no pixel has depth); None without metric source depth or with pruned Gaussians."""
+    def depth_error(self, g: Gaussians, batch: ClipBatch) -> dict[str, Tensor] | None:  # values [B]
+        """Per sample, the median |log(depth / clip depth)| of the grid Gaussians on their source
+        pixels (NaN where no pixel has depth): ``depth_log_error``. A decoder that reads the input
+        depth also gets, on the cells that depth reaches, the same for the input depth it was given
+        (``input_depth_log_error``, after ``input_depth_noise``) and for its Gaussians there
+        (``depth_log_error_on_input``): below the first, the student corrected its input from the
+        views. None without metric source depth or with pruned Gaussians."""
         if batch.src_depth is None or not batch.depth_is_metric or self.hparams.prune_keep is not None:
             return None
         pred, target = self._gaussian_depth_pairs(g, batch)
-        err = (pred.clamp_min(1e-6).log() - target.clamp_min(1e-6).log()).abs().flatten(1)
-        err = torch.where(target.flatten(1) > 0, err, torch.full_like(err, float("nan")))
-        return err.nanmedian(dim=1).values
+        out = {"depth_log_error": median_log_error(pred, target)}
+        if getattr(self.decoder.config, "input_depth", False):
+            target_time = batch.time.reshape(batch.batch_size, -1) if self.decoder.is_dynamic else None
+            prior = self.decoder.input_depth_prior(batch.src_c2w, batch.src_K, self.input_depth(batch),
+                                                   batch.src_time, target_time)
+            reached = torch.where(prior > 0, target, torch.zeros_like(target))
+            out["input_depth_log_error"] = median_log_error(prior, reached)
+            out["depth_log_error_on_input"] = median_log_error(pred, reached)
+        return out
 
     def training_step(self, batch: ClipBatch, batch_idx: int) -> Tensor:
         out, _, g = self._step(batch.downscale_targets(self.hparams.train_downscale), "train")
@@ -248,7 +266,7 @@ class StudentModule(L.LightningModule):
         rgb = self.render_targets(g, batch).rgb.reshape(batch.rgb.shape)
         assert self.report is not None
         ids = [f"{m.get('index', f'r{self.global_rank}_b{batch_idx}_{b}')}" for b, m in enumerate(batch.meta)]
-        self.report.add(batch, rgb, scene_ids=ids or None, depth_error=self.depth_error(g, batch))
+        self.report.add(batch, rgb, scene_ids=ids or None, geometry=self.depth_error(g, batch))
         if self.hparams.export_ply:
             self._export(g, batch, ids)
 

@@ -37,6 +37,26 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         nn.init.zeros_(self.target_time_embed.weight)
         nn.init.zeros_(self.target_time_embed.bias)
 
+    @staticmethod
+    def input_frames(time: Tensor, target_time: Tensor) -> Tensor:  # [B, V, T], [B, M] -> [B, M]
+        """For each target time, the input video's frame (trajectory 0) nearest to it in time."""
+        return (time[:, 0, None, :] - target_time[:, :, None]).abs().argmin(-1)
+
+    def input_views(
+        self,
+        c2w: Tensor,  # [B, V, T, 4, 4]
+        K: Tensor,  # [B, V, T, 3, 3]
+        input_depth: Tensor,  # [B, T, H, W] the input video's depth
+        time: Tensor | None = None,  # [B, V, T]
+        target_time: Tensor | None = None,  # [B, M]
+    ) -> dict[str, Tensor]:
+        """Per target time, the input video's frame nearest to it: its depth [B, M, H, W] and camera
+        [B, M, 4, 4] / [B, M, 3, 3] (``StaticGaussianDecoder.input_views``)."""
+        frame = self.input_frames(time, target_time)
+        rows = torch.arange(frame.shape[0], device=frame.device)[:, None]
+        return {"input_depth": input_depth[rows, frame], "input_c2w": c2w[:, 0][rows, frame],
+                "input_K": K[:, 0][rows, frame]}
+
     def forward(
         self,
         latents: Tensor,  # [B, V, C, T', h, w]
@@ -69,11 +89,8 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         L, D = tokens.shape[1:]
         tokens = tokens.reshape(B, 1, V, L, D) + tgt[:, :, None, None, :]
         inputs = {}
-        if cfg.input_depth:  # each target time reads the input video's frame nearest to it
-            frame = (time[:, 0, None, :] - target_time[:, :, None]).abs().argmin(-1)  # [B, M]
-            rows = torch.arange(B, device=frame.device)[:, None]
-            inputs = {"input_depth": input_depth[rows, frame], "input_c2w": c2w[:, 0][rows, frame],
-                      "input_K": K[:, 0][rows, frame]}
+        if cfg.input_depth:
+            inputs = self.input_views(c2w, K, input_depth, time, target_time)
             tokens = tokens + self.depth_tokens(**inputs, c2w=c2w, K=K, latent_shape=(Tl, h, w)).reshape(B, M, V, L, D)
         x = self.mix_tokens(tokens.reshape(B * M * V, L, D), (Tl, h, w), B * M, V)
         raw = self.decode_tokens(x, latents, B * M, V)
@@ -84,6 +101,8 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         g = self.to_gaussians(raw.float(), c2w, K, **inputs)
         if self.pixel_gaussians is None:
             return g
+        frame = self.input_frames(time, target_time)
+        rows = torch.arange(B, device=frame.device)[:, None]
         x = x.reshape(B, M, V, *x.shape[1:])[:, :, 0]  # [B, M, D, T', h/p, w/p] trajectory 0
         first = x[rows, torch.arange(M, device=frame.device), :, self.latent_frame_of(frame)]  # [B, M, D, h/p, w/p]
         S = B * M

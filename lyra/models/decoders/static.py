@@ -622,6 +622,35 @@ class StaticGaussianDecoder(GaussianDecoder):
         cams = c2w.reshape(c2w.shape[0], *([1] * (len(lead) - 1)), V, T, 1, 1, 4, 4)
         return ((means - cams[..., :3, 3]) * cams[..., :3, 2]).sum(-1)
 
+    def input_views(
+        self,
+        c2w: Tensor,  # [B, V, T, 4, 4] the source cameras
+        K: Tensor,  # [B, V, T, 3, 3]
+        input_depth: Tensor,  # [B, H, W] the input image's depth (the dynamic decoder: [B, T, H, W])
+        time: Tensor | None = None,  # [B, V, T] (dynamic decoders)
+        target_time: Tensor | None = None,  # [B, M] (dynamic decoders)
+    ) -> dict[str, Tensor]:  # input_depth [B, (M,) H, W], input_c2w [B, (M,) 4, 4], input_K [B, (M,) 3, 3]
+        """The input depth and its camera as the Gaussians read them: the first source frame."""
+        return {"input_depth": input_depth, "input_c2w": c2w[:, 0, 0], "input_K": K[:, 0, 0]}
+
+    def input_depth_prior(
+        self,
+        c2w: Tensor,  # [B, V, T, 4, 4] the source cameras
+        K: Tensor,  # [B, V, T, 3, 3]
+        input_depth: Tensor,  # as ``forward`` takes it
+        time: Tensor | None = None,  # [B, V, T] (dynamic decoders)
+        target_time: Tensor | None = None,  # [B, M] (dynamic decoders)
+    ) -> Tensor:  # [B, (M,) V, F, gh, gw] z-depth in each grid Gaussian's source frame, 0 = none
+        """The input depth each grid Gaussian starts from, laid out like ``gaussian_depths``: what the
+        decoder was given, to compare the depths it outputs with (docs/evaluation.md)."""
+        cfg = self.config
+        if not cfg.input_depth:
+            raise ValueError("input_depth_prior needs a decoder built with input_depth=True")
+        gh, gw = (n // cfg.space_factor * cfg.density for n in input_depth.shape[-2:])
+        frames = self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)
+        inputs = self.input_views(c2w, K, input_depth, time, target_time)
+        return self.warped_input_depth(**inputs, c2w=c2w[:, :, frames], K=K[:, :, frames], grid=(gh, gw))[0]
+
     def grid_depth(
         self,
         depth: Tensor,  # [B, V, T, H, W] the source frames' depth (0 = unknown)
