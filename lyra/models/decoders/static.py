@@ -8,7 +8,6 @@ only adds time conditioning.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -27,8 +26,8 @@ from lyra.models.decoders.activations import (RAW_CHANNELS, GaussianActivationCo
 from lyra.models.decoders.copies import NUM_COPY_FEATURES, frame_copy_features
 from lyra.models.decoders.embed import PatchEmbed3d, latent_rays, relative_cameras
 from lyra.models.decoders.heads import ConvGaussianHead, HeadKind
-from lyra.models.decoders.input_depth import depth_features, warp_depth
 from lyra.models.decoders.input_image import InputImageGaussians
+from lyra.models.decoders.input_reading import InputReadingMixin
 from lyra.render.cameras import pixel_rays, ray_distance, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
@@ -75,7 +74,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         return super().from_pretrained(path, **kwargs)
 
 
-class StaticGaussianDecoder(GaussianDecoder):
+class StaticGaussianDecoder(InputReadingMixin, GaussianDecoder):
     """Lyra's 3DGS decoder: one Gaussian set per scene from the latents of all its trajectories.
 
     Each trajectory's latents are patch-embedded (1 x p x p) with its Plucker rays added through a
@@ -351,59 +350,6 @@ class StaticGaussianDecoder(GaussianDecoder):
         tokens = self.latent_embed(latents.reshape(B * V, C, Tl, h, w).to(self.dtype))
         return tokens + self.ray_embed(rays.to(self.dtype))
 
-    def warped_input_depth(
-        self,
-        input_depth: Tensor,  # [B, (M,) H, W] one input depth per scene (dynamic: per target time)
-        input_c2w: Tensor,  # [B, (M,) 4, 4] the camera it was seen from
-        input_K: Tensor,  # [B, (M,) 3, 3]
-        c2w: Tensor,  # [B, V, T, 4, 4] the cameras to see it from
-        K: Tensor,  # [B, V, T, 3, 3]
-        grid: tuple[int, int],  # (gh, gw) cells per image
-    ) -> tuple[Tensor, Tensor]:  # z-depth, filled: [B, (M,) V, T, gh, gw]
-        """Every input depth warped into every source camera (``warp_depth``, holes filled
-        ``input_depth_fill`` cells deep)."""
-        lead, (H, W) = input_depth.shape[:-2], input_depth.shape[-2:]
-        S, B = math.prod(lead), c2w.shape[0]
-        z, filled = warp_depth(input_depth.reshape(S, H, W), input_c2w.reshape(S, 4, 4), input_K.reshape(S, 3, 3),
-                               c2w.repeat_interleave(S // B, 0), K.repeat_interleave(S // B, 0), grid,
-                               self.config.input_depth_fill)
-        return z.reshape(*lead, *z.shape[1:]), filled.reshape(*lead, *filled.shape[1:])
-
-    def depth_tokens(
-        self,
-        input_depth: Tensor,  # [B, (M,) H, W]
-        input_c2w: Tensor,  # [B, (M,) 4, 4]
-        input_K: Tensor,  # [B, (M,) 3, 3]
-        c2w: Tensor,  # [B, V, T, 4, 4]
-        K: Tensor,  # [B, V, T, 3, 3]
-        latent_shape: tuple[int, int, int],  # (T', h, w)
-    ) -> Tensor:  # [B*(M)*V, L, D] to add to the latent tokens
-        """The input depth, warped into every source camera, as tokens (log depth, seen, filled)."""
-        cfg = self.config
-        Tl, h, w = latent_shape
-        seen, filled = self.warped_input_depth(input_depth, input_c2w, input_K, c2w, K, (h, w))
-        T = c2w.shape[2]
-        feats = fold_frames(depth_features(seen, filled).reshape(-1, T, h, w, 3), cfg.time_factor, cfg.causal_first_frame)
-        feats = feats.permute(0, 2, 5, 1, 3, 4).reshape(-1, cfg.time_factor * 3, Tl, h, w)
-        return self.depth_embed(feats.to(self.dtype))
-
-    def latent_frame_of(self, frame: Tensor) -> Tensor:  # source frame indices -> their latent frame's
-        cfg = self.config
-        tf = cfg.time_factor
-        return (frame + tf - 1) // tf if cfg.causal_first_frame else frame // tf
-
-    def input_pixel_gaussians(
-        self,
-        tokens: Tensor,  # [S, D, h/p, w/p] mixed tokens of the input frame's latent frame
-        image: Tensor,  # [S, H, W, 3]
-        depth: Tensor,  # [S, H, W]
-        input_c2w: Tensor,  # [S, 4, 4]
-        input_K: Tensor,  # [S, 3, 3]
-        unit: Tensor,  # [S] the scene's length unit
-    ) -> Gaussians:  # [S, H*W] in world coordinates
-        g = self.pixel_gaussians(tokens.float(), image.float(), depth, input_c2w, input_K, self.activation, unit)
-        return self.orient_to_world(g, input_c2w)
-
     def gaussian_latent_frames(self, x: Tensor, dim: int) -> Tensor:
         """``x`` restricted, along its latent-frame axis ``dim``, to the latent frames that emit
         Gaussians (all of them unless ``latent_frames_per_view`` is set: then that many, evenly
@@ -621,35 +567,6 @@ class StaticGaussianDecoder(GaussianDecoder):
         means = means.reshape(*lead, V, T, gh, gw, 3)
         cams = c2w.reshape(c2w.shape[0], *([1] * (len(lead) - 1)), V, T, 1, 1, 4, 4)
         return ((means - cams[..., :3, 3]) * cams[..., :3, 2]).sum(-1)
-
-    def input_views(
-        self,
-        c2w: Tensor,  # [B, V, T, 4, 4] the source cameras
-        K: Tensor,  # [B, V, T, 3, 3]
-        input_depth: Tensor,  # [B, H, W] the input image's depth (the dynamic decoder: [B, T, H, W])
-        time: Tensor | None = None,  # [B, V, T] (dynamic decoders)
-        target_time: Tensor | None = None,  # [B, M] (dynamic decoders)
-    ) -> dict[str, Tensor]:  # input_depth [B, (M,) H, W], input_c2w [B, (M,) 4, 4], input_K [B, (M,) 3, 3]
-        """The input depth and its camera as the Gaussians read them: the first source frame."""
-        return {"input_depth": input_depth, "input_c2w": c2w[:, 0, 0], "input_K": K[:, 0, 0]}
-
-    def input_depth_prior(
-        self,
-        c2w: Tensor,  # [B, V, T, 4, 4] the source cameras
-        K: Tensor,  # [B, V, T, 3, 3]
-        input_depth: Tensor,  # as ``forward`` takes it
-        time: Tensor | None = None,  # [B, V, T] (dynamic decoders)
-        target_time: Tensor | None = None,  # [B, M] (dynamic decoders)
-    ) -> Tensor:  # [B, (M,) V, F, gh, gw] z-depth in each grid Gaussian's source frame, 0 = none
-        """The input depth each grid Gaussian starts from, laid out like ``gaussian_depths``: what the
-        decoder was given, to compare the depths it outputs with (docs/evaluation.md)."""
-        cfg = self.config
-        if not cfg.input_depth:
-            raise ValueError("input_depth_prior needs a decoder built with input_depth=True")
-        gh, gw = (n // cfg.space_factor * cfg.density for n in input_depth.shape[-2:])
-        frames = self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)
-        inputs = self.input_views(c2w, K, input_depth, time, target_time)
-        return self.warped_input_depth(**inputs, c2w=c2w[:, :, frames], K=K[:, :, frames], grid=(gh, gw))[0]
 
     def grid_depth(
         self,
