@@ -34,7 +34,7 @@ from lyra.render.ply import load_ply
 from lyra.render.trajectories import make_trajectory
 from lyra.tools import main
 
-from conftest import CONFIGS, tiny_decoder
+from conftest import CONFIGS, ROOT, tiny_decoder
 
 C = 8  # latent channels of the tiny decoders and of the DCT codec they read
 STANDARD_PLY = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1",
@@ -111,6 +111,8 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     tiny_decoder(dynamic=False, latent_channels=C).save_pretrained(root / "static")
     tiny_decoder(dynamic=True, latent_channels=C, seed=1).save_pretrained(root / "dynamic")
+    tiny_decoder(dynamic=True, latent_channels=C, seed=4, input_depth=True,
+                 input_image_gaussians=True).save_pretrained(root / "dynamic_video")
     tiny_decoder(dynamic=False, latent_channels=4, seed=2).save_pretrained(root / "static_vae")
     tiny_decoder(dynamic=False, latent_channels=C, seed=3, input_depth=True,
                  input_image_gaussians=True).save_pretrained(root / "static_depth")
@@ -289,7 +291,7 @@ def test_predict_step_decodes_time_chunks_like_one_pass(reads_video):
     video = dict(input_depth=True, input_image_gaussians=True) if reads_video else {}
     decoder = tiny_decoder(dynamic=True, latent_channels=C, **video)
     torch.nn.init.normal_(decoder.target_time_embed.weight)  # starts at zero (time-blind) in a fresh decoder
-    module = StudentModule(decoder).eval()
+    module = StudentModule(decoder, input_depth_noise=0.2 if reads_video else 0.0).eval()
     times = [0.0, 0.3, 0.6, 1.0]
     one = module.predict_step(clip_batch(clip, times), 0)
     chunked = module.predict_step(clip_batch(clip, times, time_chunk=3), 0)
@@ -300,8 +302,9 @@ def test_predict_step_decodes_time_chunks_like_one_pass(reads_video):
     # without target_times in the meta, the target frames' times: exactly forward
     plain = module.predict_step(clip_batch(clip), 0)["gaussians"]
     assert plain.batch_shape == (1, 10)
-    with torch.no_grad():
-        assert torch.equal(plain.means, module(clip_batch(clip)).means)
+    with torch.no_grad():  # generation reads the depth as given: no evaluation noise
+        assert torch.equal(plain.means, module(clip_batch(clip), perturb_depth=False).means)
+        assert torch.equal(plain.means, module(clip_batch(clip)).means) != reads_video
     static = StudentModule(tiny_decoder(latent_channels=C)).eval().predict_step(clip_batch(clip), 0)
     assert static["target_time"] is None and static["gaussians"].batch_shape == (1,)
 
@@ -330,8 +333,9 @@ def test_generate_procedural_with_the_trained_decoder(trained_run, tmp_path, cap
     assert times == meta["times"] and [f.name for f in files] == [f"t{i:03d}.ply" for i in range(5)]
     ply = PlyData.read(str(files[2]))
     assert [p.name for p in ply["vertex"].properties] == STANDARD_PLY
-    # configs/dynamic.yaml's layout: 3 views x 2 latent frames (first and last) x 4 x 4 latent pixels x 4 x 4 Gaussians
-    assert ply["vertex"].count == 3 * 2 * 4 * 4 * 4 * 4 == meta["num_gaussians"]
+    # configs/dynamic.yaml's layout: 3 views x 2 latent frames (first and last) x 4 x 4 latent pixels x 4 x 4 Gaussians,
+    # then one per pixel of the input video's frame at that time
+    assert ply["vertex"].count == 3 * 2 * 4 * 4 * 4 * 4 + 32 * 32 == meta["num_gaussians"]
     # videos, sheet, camera paths
     assert iio.imread(out / "orbit.mp4").shape == (4, 32, 32, 3)
     assert iio.imread(out / "inputs.mp4").shape == (5, 3 * 32, 2 * 32, 3)  # rows: views; teacher | render
@@ -536,22 +540,27 @@ def test_infer_configs_build(name, capsys):
     assert cfg["return_predictions"] is False
 
 
-def test_lightning_predict_video_config(models, tmp_path, monkeypatch):
+@pytest.mark.parametrize("reads_video", [False, True])
+def test_lightning_predict_video_config(models, tmp_path, monkeypatch, reads_video):
+    """configs/infer/video.yaml on the main job's decoder (it reads the video's depth and pixels, so the camera
+    file carries depth) and on one as the paper builds it (the camera file needs no depth)."""
     monkeypatch.chdir(tmp_path)
-    video, cams, _ = _video_inputs(tmp_path, depth=False)
-    lightning_main(["predict", "--config", str(CONFIGS / "infer" / "video.yaml"), *TINY_CLIP, *BODY, *PAPER_LAYOUT,
+    video, cams, _ = _video_inputs(tmp_path, depth=reads_video)
+    decoder = models / ("dynamic_video" if reads_video else "dynamic")
+    plain = [] if reads_video else ["--config", str(ROOT / "benchmarks/configs/dynamic_without_input_video.yaml")]
+    lightning_main(["predict", "--config", str(CONFIGS / "infer" / "video.yaml"), *TINY_CLIP, *BODY, *PAPER_LAYOUT, *plain,
                     "--data.init_args.teacher.init_args.codec.init_args.latent_channels", str(C),
                     "--data.init_args.teacher.init_args.generator.init_args.video", str(video),
                     "--data.init_args.teacher.init_args.generator.init_args.cameras", str(cams),
                     "--data.init_args.num_times", "2", "--data.init_args.time_chunk", "1",
-                    "--model.init_args.init_from", str(models / "dynamic"),
+                    "--model.init_args.init_from", str(decoder),
                     "--trainer.callbacks.init_args.output_dir", str(tmp_path / "predict"),
                     "--trainer.callbacks.init_args.orbit_frames", "4", "--trainer.enable_progress_bar", "false"])
     out = tmp_path / "predict" / "scene_000000"
     times, files = read_dynamic_index(out / "scene")
     assert times == [0.0, 1.0] and len(files) == 2
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["weights"]["init_from"] == str(models / "dynamic") and meta["clip"]["trajectories"] == ["video"]
+    assert meta["weights"]["init_from"] == str(decoder) and meta["clip"]["trajectories"] == ["video"]
 
 
 # ---- bad input: named, before any long work, nothing left behind ------------------------------------------

@@ -162,6 +162,9 @@ def test_init_from_refuses_what_does_not_fit(tmp_path):
     with pytest.raises(ValueError, match="reads the input image's depth"):
         load_decoder_weights(tiny_decoder(dynamic=True), tmp_path / "depth")
     assert load_decoder_weights(tiny_decoder(input_depth=True), tmp_path / "depth") == []
+    assert load_decoder_weights(tiny_decoder(dynamic=True, input_depth=True), tmp_path / "depth")  # time embeds start fresh
+    with pytest.raises(ValueError, match="does not read the input depth.*dynamic_without_input_video"):
+        load_decoder_weights(tiny_decoder(dynamic=True, input_depth=True), tmp_path / "dyn")
     tiny_decoder(density=2).save_pretrained(tmp_path / "dense")
     with pytest.raises(ValueError, match="shape mismatches"):
         load_decoder_weights(tiny_decoder(), tmp_path / "dense")

@@ -81,8 +81,8 @@ def load_decoder_weights(decoder: GaussianDecoder, source: str | Path) -> list[s
     unexpected = sorted(set(state) - set(own))
     if unexpected and all(k.startswith("depth_embed.") for k in unexpected):
         raise ValueError(f"init_from: {source} holds a decoder that reads the input image's depth (input_depth: true) "
-                         "and this one does not; build it with input_depth: true (static decoders only), or start from "
-                         "a decoder trained without it (benchmarks/configs/static_without_input_depth.yaml)")
+                         "and this one does not; build it with input_depth: true, or start from a decoder trained "
+                         "without it (benchmarks/configs/static_without_input_depth.yaml, dynamic_without_input_video.yaml)")
     if unexpected and all(k.startswith(("depth_embed.", "pixel_gaussians.")) for k in unexpected):
         raise ValueError(f"init_from: {source} holds a decoder with input-image Gaussians (input_image_gaussians: true) "
                          "and this one has none; build it with input_image_gaussians: true (and input_depth: true)")
@@ -94,6 +94,11 @@ def load_decoder_weights(decoder: GaussianDecoder, source: str | Path) -> list[s
     # input-image Gaussians' correction (it starts at the lifted image).
     fresh = (TIME_EMBEDDINGS if decoder.is_dynamic and not has_time else ()) + ("pixel_gaussians.",)
     missing = sorted(set(own) - set(state))
+    if any(k.startswith("depth_embed.") for k in missing):
+        raise ValueError(f"init_from: {source} holds a decoder that does not read the input depth (input_depth: false) "
+                         "and this one does; start from a decoder trained with input_depth: true, or build this one "
+                         "without it (input_depth: false, input_image_gaussians: false: "
+                         "benchmarks/configs/static_without_input_depth.yaml, dynamic_without_input_video.yaml)")
     if missing and not all(k.startswith(fresh) for k in missing):
         raise ValueError(f"init_from: {source} lacks decoder tensors {missing[:8]}")
     decoder.load_state_dict(state, strict=False)

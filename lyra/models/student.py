@@ -83,7 +83,8 @@ class StudentModule(L.LightningModule):
         input_depth_noise: for decoders built with ``input_depth``: the std of a smooth log-normal
             error put on the input frame's depth before the decoder reads it, fixed per scene
             (:func:`~lyra.models.decoders.input_depth.perturb_depth`). The procedural teacher's depth
-            is exact; a real pipeline's comes from a monocular estimate. 0: as given.
+            is exact; a real pipeline's comes from a monocular estimate. 0: as given. Training,
+            validation and test only: ``predict_step`` (scene generation) reads the depth as given.
     """
 
     def __init__(
@@ -145,35 +146,38 @@ class StudentModule(L.LightningModule):
 
     # ---- forward --------------------------------------------------------------------------------
 
-    def forward(self, batch: ClipBatch) -> Gaussians:
+    def forward(self, batch: ClipBatch, perturb_depth: bool = True) -> Gaussians:
         B = batch.batch_size
         target_time = batch.time.reshape(B, -1) if self.decoder.is_dynamic else None
         g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time, target_time=target_time,
-                         **self.decoder_inputs(batch))
+                         **self.decoder_inputs(batch, perturb_depth))
         if self.hparams.prune_keep is not None:
             g = g.prune_fraction(self.hparams.prune_keep)
         return g
 
-    def decoder_inputs(self, batch: ClipBatch) -> dict[str, Tensor]:
+    def decoder_inputs(self, batch: ClipBatch, perturb: bool = True) -> dict[str, Tensor]:
         """What the decoder reads besides latents and cameras, as its settings ask: the input image's
-        (dynamic: the input video's) depth and pixels."""
-        extra = {"input_depth": self.input_depth(batch)} if getattr(self.decoder.config, "input_depth", False) else {}
+        (dynamic: the input video's) depth and pixels. ``perturb=False``: the depth as given."""
+        cfg = self.decoder.config
+        extra = {"input_depth": self.input_depth(batch, perturb)} if getattr(cfg, "input_depth", False) else {}
         if getattr(self.decoder.config, "input_image_gaussians", False):
             extra["input_image"] = batch.input_rgb if self.decoder.is_dynamic else batch.input_rgb[:, 0]
         return extra
 
-    def input_depth(self, batch: ClipBatch) -> Tensor:  # [B, H, W], dynamic decoders [B, T, H, W]
+    def input_depth(self, batch: ClipBatch, perturb: bool = True) -> Tensor:  # [B, H, W], dynamic [B, T, H, W]
         """The input image's depth for decoders built with ``input_depth``: the first source frame's
         (trajectory 0, frame 0; for GEN3C clips the monocular depth its 3D cache was built from), or
         for a dynamic decoder the input video's (trajectory 0, every frame), with ``input_depth_noise``
-        applied (one error field per scene, the same on every frame)."""
+        applied (one error field per scene, the same on every frame) unless ``perturb`` is False:
+        the noise stands in for an estimator's error in training and evaluation; ``predict_step``
+        (scene generation) reads the depth it is given."""
         if batch.src_depth is None:
             raise ValueError("the decoder reads the input frame's depth (input_depth=True) but the clips carry no "
                              "depth; use a teacher that writes depth (procedural, GEN3C with output_depth='cache') "
                              "or a decoder built without input_depth")
         depth = batch.src_depth[:, 0] if self.decoder.is_dynamic else batch.src_depth[:, 0, :1]  # [B, T or 1, H, W]
         noise = self.hparams.input_depth_noise
-        if noise > 0:  # one error field per scene, the same at every step and in every evaluation
+        if noise > 0 and perturb:  # one error field per scene, the same at every step and in every evaluation
             seeds = [int(c.double().abs().sum().item() * 1e3) % (1 << 31) for c in batch.src_c2w]
             T = depth.shape[1]
             depth = perturb_depth(depth.flatten(0, 1), noise, [s for s in seeds for _ in range(T)]).reshape(depth.shape)
@@ -471,7 +475,8 @@ class StudentModule(L.LightningModule):
         """
         with torch.no_grad():
             if not self.decoder.is_dynamic:
-                return {"gaussians": self(batch).detach().to("cpu"), "target_time": None, "meta": batch.meta}
+                return {"gaussians": self(batch, perturb_depth=False).detach().to("cpu"), "target_time": None,
+                        "meta": batch.meta}
             B, meta = batch.batch_size, batch.meta or []
             if meta and all("target_times" in m for m in meta):
                 target = torch.tensor([list(m["target_times"]) for m in meta], dtype=batch.src_time.dtype,
@@ -482,7 +487,7 @@ class StudentModule(L.LightningModule):
             chunk = int(time_chunk or (meta[0].get("time_chunk") if meta else None) or M)
             if chunk < 1:
                 raise ValueError(f"time_chunk must be >= 1, got {chunk}")
-            parts, inputs = [], self.decoder_inputs(batch)
+            parts, inputs = [], self.decoder_inputs(batch, perturb=False)
             for lo in range(0, M, chunk):
                 g = self.decoder(batch.latents, batch.src_c2w, batch.src_K, time=batch.src_time,
                                  target_time=target[:, lo:lo + chunk], **inputs)
