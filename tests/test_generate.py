@@ -660,3 +660,18 @@ def test_a_failure_mid_run_leaves_no_output_folder(models, tmp_path, monkeypatch
         main(["generate", "--procedural", "0", "--decoder", str(models / "static"), "--frames", "5", "--size", "32",
               "--trajectories", "left", "--out", str(out), "--overwrite", *FAST])
     assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def test_a_decoder_that_reads_the_video_depth_needs_it_in_the_camera_file(models, tmp_path, capsys):
+    video, cams, _ = _video_inputs(tmp_path, depth=False)
+    out = tmp_path / "out"
+    err = _error(capsys, ["generate", "--video", str(video), "--cameras", str(cams), "--decoder",
+                          str(models / "dynamic_video"), "--vae", "dct", "--frames", "5", "--size", "32",
+                          "--out", str(out), *FAST])
+    assert "input_depth" in err and "depth" in err
+    _no_output(out)
+    video, cams, _ = _video_inputs(tmp_path, depth=True)
+    _run(["generate", "--video", str(video), "--cameras", str(cams), "--decoder", str(models / "dynamic_video"),
+          "--vae", "dct", "--frames", "5", "--size", "32", "--times", "0,1", "--out", str(out), *FAST])
+    times, files = read_dynamic_index(out / "scene")
+    assert times == [0.0, 1.0] and len(files) == 2
