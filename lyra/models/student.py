@@ -35,13 +35,13 @@ def _same_setting(a: Any, b: Any) -> bool:
     return a == b
 
 
-
 def median_log_error(
     pred: Tensor,  # [B, ...] depths
     target: Tensor,  # [B, ...] depths, 0 = unknown (not counted)
 ) -> Tensor:  # [B] median |log(pred / target)| over known targets, NaN where none
     err = (pred.clamp_min(1e-6).log() - target.clamp_min(1e-6).log()).abs().flatten(1)
     return torch.where(target.flatten(1) > 0, err, torch.full_like(err, float("nan"))).nanmedian(dim=1).values
+
 
 class StudentModule(L.LightningModule):
     """The student: decoder -> Gaussians -> renderer -> images -> loss against the teacher's RGB.
@@ -160,7 +160,7 @@ class StudentModule(L.LightningModule):
         (dynamic: the input video's) depth and pixels. ``perturb=False``: the depth as given."""
         cfg = self.decoder.config
         extra = {"input_depth": self.input_depth(batch, perturb)} if getattr(cfg, "input_depth", False) else {}
-        if getattr(self.decoder.config, "input_image_gaussians", False):
+        if getattr(cfg, "input_image_gaussians", False):
             extra["input_image"] = batch.input_rgb if self.decoder.is_dynamic else batch.input_rgb[:, 0]
         return extra
 

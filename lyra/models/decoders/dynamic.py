@@ -52,7 +52,10 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
     ) -> dict[str, Tensor]:
         """Per target time, the input video's frame nearest to it: its depth [B, M, H, W] and camera
         [B, M, 4, 4] / [B, M, 3, 3] (``StaticGaussianDecoder.input_views``)."""
-        frame = self.input_frames(time, target_time)
+        return self._views_at(self.input_frames(time, target_time), c2w, K, input_depth)
+
+    @staticmethod
+    def _views_at(frame: Tensor, c2w: Tensor, K: Tensor, input_depth: Tensor) -> dict[str, Tensor]:  # frame [B, M]
         rows = torch.arange(frame.shape[0], device=frame.device)[:, None]
         return {"input_depth": input_depth[rows, frame], "input_c2w": c2w[:, 0][rows, frame],
                 "input_K": K[:, 0][rows, frame]}
@@ -88,9 +91,9 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         tgt = self.target_time_embed(time_features(target_time).to(self.dtype))  # [B, M, D]
         L, D = tokens.shape[1:]
         tokens = tokens.reshape(B, 1, V, L, D) + tgt[:, :, None, None, :]
-        inputs = {}
+        inputs, frame = {}, self.input_frames(time, target_time)  # [B, M] the input frame of each target time
         if cfg.input_depth:
-            inputs = self.input_views(c2w, K, input_depth, time, target_time)
+            inputs = self._views_at(frame, c2w, K, input_depth)
             tokens = tokens + self.depth_tokens(**inputs, c2w=c2w, K=K, latent_shape=(Tl, h, w)).reshape(B, M, V, L, D)
         x = self.mix_tokens(tokens.reshape(B * M * V, L, D), (Tl, h, w), B * M, V)
         raw = self.decode_tokens(x, latents, B * M, V)
@@ -101,13 +104,10 @@ class DynamicGaussianDecoder(StaticGaussianDecoder):
         g = self.to_gaussians(raw.float(), c2w, K, **inputs)
         if self.pixel_gaussians is None:
             return g
-        frame = self.input_frames(time, target_time)
         rows = torch.arange(B, device=frame.device)[:, None]
         x = x.reshape(B, M, V, *x.shape[1:])[:, :, 0]  # [B, M, D, T', h/p, w/p] trajectory 0
         first = x[rows, torch.arange(M, device=frame.device), :, self.latent_frame_of(frame)]  # [B, M, D, h/p, w/p]
-        S = B * M
-        pixels = self.input_pixel_gaussians(first.reshape(S, *first.shape[2:]), input_image[rows, frame].reshape(
-            S, *input_image.shape[2:]), inputs["input_depth"].reshape(S, *input_depth.shape[2:]),
-            inputs["input_c2w"].reshape(S, 4, 4), inputs["input_K"].reshape(S, 3, 3),
-            self.length_unit(c2w).repeat_interleave(M))
+        flat = {k: v.flatten(0, 1) for k, v in inputs.items()}  # [B*M, ...] one input frame per target time
+        pixels = self.input_pixel_gaussians(first.flatten(0, 1), input_image[rows, frame].flatten(0, 1), **flat,
+                                            unit=self.length_unit(c2w).repeat_interleave(M))
         return Gaussians.cat([g, pixels.reshape_batch(B, M)])

@@ -66,12 +66,12 @@ class InputReadingMixin:
         self,
         tokens: Tensor,  # [S, D, h/p, w/p] mixed tokens of the input frame's latent frame
         image: Tensor,  # [S, H, W, 3]
-        depth: Tensor,  # [S, H, W]
+        input_depth: Tensor,  # [S, H, W]
         input_c2w: Tensor,  # [S, 4, 4]
         input_K: Tensor,  # [S, 3, 3]
         unit: Tensor,  # [S] the scene's length unit
     ) -> Gaussians:  # [S, H*W] in world coordinates
-        g = self.pixel_gaussians(tokens.float(), image.float(), depth, input_c2w, input_K, self.activation, unit)
+        g = self.pixel_gaussians(tokens.float(), image.float(), input_depth, input_c2w, input_K, self.activation, unit)
         return self.orient_to_world(g, input_c2w)
 
     def input_views(

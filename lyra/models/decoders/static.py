@@ -410,13 +410,11 @@ class StaticGaussianDecoder(InputReadingMixin, GaussianDecoder):
         c2w: Tensor,  # [B, V, T, 4, 4] every source camera
         K: Tensor,  # [B, V, T, 3, 3]
         input_depth: Tensor | None = None,  # [B, (M,) H, W] (decoders built with input_depth)
-        input_c2w: Tensor | None = None,  # [B, (M,) 4, 4] its camera (default: the first source camera)
+        input_c2w: Tensor | None = None,  # [B, (M,) 4, 4] its camera (``input_views``)
         input_K: Tensor | None = None,  # [B, (M,) 3, 3]
     ) -> Gaussians:  # [B, (M,) N] in world coordinates
         cfg = self.config
         ref = c2w[:, 0, 0]
-        input_c2w = c2w[:, 0, 0] if input_c2w is None else input_c2w
-        input_K = K[:, 0, 0] if input_K is None else input_K
         unit = self.length_unit(c2w)  # [B], from every source camera (the embedding's unit)
         frames = self.gaussian_frame_indices(c2w.shape[2]).to(c2w.device)
         c2w, K = c2w[:, :, frames], K[:, :, frames]
@@ -480,19 +478,20 @@ class StaticGaussianDecoder(InputReadingMixin, GaussianDecoder):
         self._check(latents, c2w, K, input_depth, input_image)
         B, V, _, Tl, h, w = latents.shape
         tokens = self.embed_tokens(latents, c2w, K)
+        inputs = {}
         if self.depth_embed is not None:
-            tokens = tokens + self.depth_tokens(input_depth, c2w[:, 0, 0], K[:, 0, 0], c2w, K, (Tl, h, w))
+            inputs = self.input_views(c2w, K, input_depth)
+            tokens = tokens + self.depth_tokens(**inputs, c2w=c2w, K=K, latent_shape=(Tl, h, w))
         x = self.mix_tokens(tokens, (Tl, h, w), B, V)
         raw = self.decode_tokens(x, latents, B, V)
         skip = self.latent_skip_raw(latents)
         if skip is not None:
             raw = raw + skip
-        g = self.to_gaussians(raw.float(), c2w, K, input_depth)
+        g = self.to_gaussians(raw.float(), c2w, K, **inputs)
         if self.pixel_gaussians is None:
             return g
         first = x.reshape(B, V, *x.shape[1:])[:, 0, :, 0]  # [B, D, h/p, w/p] trajectory 0, latent frame 0
-        pixels = self.input_pixel_gaussians(first, input_image, input_depth, c2w[:, 0, 0], K[:, 0, 0],
-                                            self.length_unit(c2w))
+        pixels = self.input_pixel_gaussians(first, input_image, **inputs, unit=self.length_unit(c2w))
         return Gaussians.cat([g, pixels])
 
     @torch.no_grad()
