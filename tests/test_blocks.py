@@ -21,6 +21,7 @@ from lyra.models.blocks import (
     ssd_naive_scan,
     ssd_scan,
 )
+from lyra.models.blocks.mamba2 import causal_depthwise_conv1d
 
 F64 = torch.float64
 
@@ -120,6 +121,20 @@ def input_grad_of_first_output(module, x):  # [B, L, D] -> [L], |d out[:, 0] / d
     x = x.clone().requires_grad_(True)
     module(x)[:, 0].sum().backward()
     return x.grad.abs().sum(dim=(0, 2))
+
+
+def test_causal_depthwise_conv_equals_the_grouped_conv1d_reference():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, kernel_size=4, groups=6, padding=3).double()
+    x = torch.randn(2, 11, 6, dtype=F64, requires_grad=True)
+    ref = conv(x.transpose(1, 2))[..., :11].transpose(1, 2)
+    got = causal_depthwise_conv1d(x, conv.weight, conv.bias)
+    torch.testing.assert_close(got, ref)
+    g = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+    grads = torch.autograd.grad(got, (x, conv.weight, conv.bias), g)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)
 
 
 def test_unidirectional_mamba2_is_causal():

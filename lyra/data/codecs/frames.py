@@ -47,3 +47,21 @@ def unfold_frames(
 ) -> Tensor:  # [B, C, T, ...]
     """Inverse of :func:`fold_frames` along dim 2: drops the causal group's repeated slots."""
     return x[:, :, time_factor - 1 :] if causal_first_frame else x
+
+
+def latent_frame_of(
+    frame: Tensor,  # [...] source frame indices
+    time_factor: int,
+    causal_first_frame: bool,
+) -> Tensor:  # [...] the latent frame whose group holds each source frame
+    return (frame + time_factor - 1) // time_factor if causal_first_frame else frame // time_factor
+
+
+def last_frame_of(
+    latent_frame: Tensor,  # [...] latent frame indices
+    time_factor: int,
+    causal_first_frame: bool,
+) -> Tensor:  # [...] the last source frame of each latent frame's group
+    """A causal codec's latent frame 0 is frame 0 alone, latent frame l its group ending at frame
+    ``l * time_factor``; a non-causal codec's ends at ``l * time_factor + time_factor - 1``."""
+    return latent_frame * time_factor + (0 if causal_first_frame else time_factor - 1)
