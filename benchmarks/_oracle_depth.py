@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from lyra.models import StudentModule
+from lyra.models.student_inputs import scene_seed
 
 
 def with_clip_depth(student: StudentModule, g, batch, bias: float, noise: float):
@@ -23,7 +24,7 @@ def with_clip_depth(student: StudentModule, g, batch, bias: float, noise: float)
         raise ValueError("--oracle-depth needs a static decoder and clips with source depth")
     pred = dec.gaussian_depths(g, batch.src_c2w, batch.src_depth.shape[-2:])  # [B, V, F, gh, gw]
     true = dec.grid_depth(batch.src_depth)
-    seed = int(batch.src_c2w.double().abs().sum().item() * 1e3) % (1 << 31)  # fixed per scene
+    seed = scene_seed(batch.src_depth[:, 0, 0])  # fixed per scene (its input frame), whatever views were drawn
     gen = torch.Generator().manual_seed(seed)
     err = bias * torch.randn(*pred.shape[:3], 1, 1, generator=gen) + noise * torch.randn(pred.shape, generator=gen)
     target = true * torch.exp(err.to(true))
@@ -40,7 +41,7 @@ def install(bias: float, noise: float) -> None:
     """Make every StudentModule of this process place its Gaussians at the (perturbed) clip depth."""
     plain = StudentModule.forward
 
-    def forward(self, batch):
-        return with_clip_depth(self, plain(self, batch), batch, bias, noise)
+    def forward(self, batch, *args, **kwargs):
+        return with_clip_depth(self, plain(self, batch, *args, **kwargs), batch, bias, noise)
 
     StudentModule.forward = forward

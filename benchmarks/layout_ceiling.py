@@ -36,7 +36,7 @@ from lyra.data.codecs import DCTCodec
 from lyra.data.datamodule import SPLIT_OFFSETS
 from lyra.data.generators.procedural import ProceduralGenerator
 from lyra.eval.baselines import SceneFitConfig, fit_scene, nearest_frame
-from lyra.eval.protocol import heldout_split
+from lyra.data.splits import heldout_split
 from lyra.metrics.image import psnr, ssim
 from lyra.models.teacher import TeacherModule
 from lyra.render.renderer import GaussianRenderer

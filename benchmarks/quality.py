@@ -31,7 +31,8 @@ from _common import machine_line, peak_rss_gb
 
 from lyra.callbacks.learning_curve import LearningCurve
 from lyra.cli import LyraCLI
-from lyra.eval.report import EvalConfig, format_table
+from lyra.eval.report import EvalConfig
+from lyra.eval.summary import format_table
 from lyra.utils.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(machine_line(args.threads), flush=True)
     cli = build(args, extra)
     model, trainer = cli.model, cli.trainer
-    baselines = ["nearest", "codec", "input_warp"] + (["per_scene"] if args.per_scene else [])
+    baselines = ["nearest", "codec", "input_warp", "input_warp_exact"] + (["per_scene"] if args.per_scene else [])
     evaluation = EvalConfig(lpips_net=model.eval_config.lpips_net, baselines=baselines,
                             scene_fit=model.eval_config.scene_fit)
     curve = LearningCurve(args.out_dir, every_minutes=args.every, budget_minutes=args.minutes, evaluation=evaluation)

@@ -50,6 +50,8 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lyra.callbacks.progress_log import ProgressLog, ScheduleCutWarning
+from lyra.data.codecs.frames import check_clip_size
 from lyra.utils.atomic import atomic_write_text
 
 BASE_KEY = "_base_"
@@ -132,18 +134,16 @@ def _default(cls: type, name: str) -> Any:
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def check_clip_size(codec: dict, patch_size: int, sizes: dict[str, int], where: str) -> None:
-    """Every image side must be a multiple of space_factor x patch_size: the codec turns
-    ``space_factor`` pixels into one latent pixel, the decoder reads ``patch_size`` latent pixels per
-    token. Refused here, before a teacher generates clips the student could not read."""
-    step = codec["space_factor"] * patch_size
-    for name, size in sizes.items():
-        if isinstance(size, int) and (size < step or size % step):
-            near = sorted({max(step, size // step * step), (size // step + 1) * step})
-            raise ValueError(
-                f"clip {name} {size} cannot be decoded: the codec {codec.get('name', '')} (space_factor "
-                f"{codec['space_factor']}) and the decoder (patch_size {patch_size}) need multiples of {step}; use "
-                f"e.g. {' or '.join(map(str, near))} (--clip.{name}), or a decoder with another patch_size ({where})")
+def check_clip_size_for(codec: dict, patch_size: int, sizes: dict[str, int], where: str) -> None:
+    """Clip sizes the codec and the decoder cannot both take (``lyra.data.codecs.frames.check_clip_size``),
+    refused before a teacher generates clips the student could not read."""
+    try:
+        check_clip_size(None, sizes.get("height") if isinstance(sizes.get("height"), int) else None,
+                        sizes.get("width") if isinstance(sizes.get("width"), int) else None, 1,
+                        codec["space_factor"], False, patch_size)
+    except ValueError as err:
+        raise ValueError(f"clip {err} (--clip.height / --clip.width; codec {codec.get('name', '')}), or a decoder with "
+                         f"another patch_size ({where})") from None
 
 
 def _load_config_file(path: Path, seen: tuple[Path, ...] = ()) -> list[str]:
@@ -199,6 +199,12 @@ class LyraCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+"})
+        # Always present, not configurable: plain progress lines when no terminal shows the bar, and
+        # a loud line when max_time cuts the learning-rate schedule short.
+        defaults = dict(kwargs.get("trainer_defaults") or {})
+        extra = defaults.get("callbacks") or []
+        defaults["callbacks"] = [*(extra if isinstance(extra, list) else [extra]), ProgressLog(), ScheduleCutWarning()]
+        kwargs["trainer_defaults"] = defaults
         # Configs write ${clip.num_frames}; under a subcommand the tree is fit.clip..., so absolute
         # references are made relative at load time (jsonargparse's setting for exactly this).
         set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
@@ -244,7 +250,7 @@ class LyraCLI(LightningCLI):
             init = model.get("init_args")
             sizes = {k: side(init, k) for k in ("height", "width")}
             if codec is not None:
-                check_clip_size(codec, cfg.get("student_patch_size") or 2, sizes,
+                check_clip_size_for(codec, cfg.get("student_patch_size") or 2, sizes,
                                 "--student_patch_size says which decoder the clips are for")
             return
         decoder = cfg.get("model.init_args.decoder")
@@ -262,7 +268,7 @@ class LyraCLI(LightningCLI):
             teacher = init.get("teacher.init_args")
             sizes = {k: side(teacher, k) for k in ("height", "width")}
         if codec and "space_factor" in codec and isinstance(patch, int):
-            check_clip_size(codec, patch, sizes, "model.init_args.decoder.init_args.patch_size")
+            check_clip_size_for(codec, patch, sizes, "model.init_args.decoder.init_args.patch_size")
 
     # ---- checkpoints of the run -------------------------------------------------------------------
 

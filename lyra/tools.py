@@ -31,6 +31,7 @@ from torch import Tensor
 
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import intrinsics_from_fov, look_at, resize_intrinsics
+from lyra.render.framing import frame_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.render.renderer import GaussianRenderer
@@ -41,24 +42,6 @@ from lyra.viz.video import write_contact_sheet, write_video
 TRAJECTORIES = (*LYRA_TRAJECTORIES, "orbit")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 MAX_SIZE = 4096
-
-
-def frame_scene(
-    means: Tensor,  # [N, 3]
-    fov_x_deg: float,
-    width: int,
-    height: int,
-) -> tuple[Tensor, float]:  # centre [3], camera distance
-    """Median centre (robust to stray splats) and the distance at which the 95 % sphere fits the view."""
-    if means.shape[0] == 0:
-        raise ValueError("the scene has no Gaussians; nothing to frame or render")
-    center = means.median(dim=0).values
-    dist = (means - center).norm(dim=-1).double()
-    dist = dist[:: max(1, len(dist) // 1_000_000)]  # torch.quantile refuses inputs over 2^24 elements
-    radius = torch.quantile(dist, 0.95).item()
-    half_x = math.radians(fov_x_deg) / 2
-    half_y = math.atan(math.tan(half_x) * height / width)
-    return center, 1.1 * max(radius, 1e-3) / math.sin(min(half_x, half_y))
 
 
 def auto_camera_path(

@@ -26,6 +26,18 @@ TINY_BODY = BodyConfig(width=32, num_layers=2, pattern="MA", d_state=8, headdim=
 TINY_DECODER = dict(latent_channels=8, body=TINY_BODY, far=20.0)
 
 
+TINY_CLI = ["--model.init_args.decoder.init_args.body.width", "32", "--model.init_args.decoder.init_args.body.num_layers",
+            "2", "--model.init_args.decoder.init_args.body.pattern", "MA"]
+
+
+def cli_args(out: Path, config: str = "static.yaml", *extra: str) -> list[str]:
+    """`lightning` arguments of a shipped config made tiny (stages/cpu_tiny.yaml, a 2-block body), in ``out``."""
+    return ["--config", str(CONFIGS / config), "--config", str(CONFIGS / "stages/cpu_tiny.yaml"), *TINY_CLI,
+            "--trainer.default_root_dir", str(out), "--trainer.max_time", "null", "--test_after_fit", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0",
+            "--data.init_args.num_workers", "0", *extra]
+
+
 def tiny_decoder(dynamic: bool = False, seed: int = 0, **overrides) -> StaticGaussianDecoder:
     torch.manual_seed(seed)
     return (DynamicGaussianDecoder if dynamic else StaticGaussianDecoder)(**{**TINY_DECODER, **overrides})

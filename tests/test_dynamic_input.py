@@ -77,7 +77,7 @@ def test_dynamic_student_reads_the_clip_video_and_trains_its_pixels():
     batch.src_depth = (2.5 + torch.arange(T, dtype=torch.float32))[None, None, :, None, None].expand(1, 2, T, H, W)
     dec = tiny_decoder(dynamic=True, input_depth=True, input_image_gaussians=True)
     student = tiny_student(dynamic=True, lpips=False, decoder=dec)
-    before = dec.pixel_gaussians.correction.weight.detach().clone()
+    before = dec.input_pixels.correction.weight.detach().clone()
     out, _, g = student._step(batch, "train")
     assert g.batch_shape == (1, 6)  # one set per target view, each at its own time
     # Target views sit at frames 0, 2, 4 of each trajectory: their sets read those input frames.
@@ -87,7 +87,7 @@ def test_dynamic_student_reads_the_clip_video_and_trains_its_pixels():
         torch.testing.assert_close(z, batch.src_depth[0, 0, f].reshape(-1), rtol=1e-4, atol=0)
     out.total.backward()
     torch.optim.Adam(student.parameters(), lr=1e-2).step()
-    assert not torch.equal(before, dec.pixel_gaussians.correction.weight)
+    assert not torch.equal(before, dec.input_pixels.correction.weight)
 
 
 def test_input_warp_lifts_the_input_video_frame_at_each_query_time():
@@ -98,8 +98,8 @@ def test_input_warp_lifts_the_input_video_frame_at_each_query_time():
     clip = Clip(latents=torch.zeros(1, 4, 1, 2, 2), rgb=rgb, c2w=c2w, K=K, time=torch.tensor([[0.0, 0.5, 1.0]]),
                 depth=torch.full((1, 3, 16, 16), 3.0), depth_is_metric=True)
     query, Kq = c2w[0, [0, 0, 0]], K[0, [0, 0, 0]]
-    out = input_image_warp(clip, query, Kq, time=torch.tensor([0.6, 1.0, 0.1]))
+    out, _ = input_image_warp(clip, query, Kq, time=torch.tensor([0.6, 1.0, 0.1]))
     for q, f in enumerate([1, 2, 0]):
         torch.testing.assert_close(out[q, 4:-4, 4:-4], rgb[0, f, 4:-4, 4:-4], atol=0.02, rtol=0)
-    still = input_image_warp(clip, query, Kq)  # no time: the input image
+    still, _ = input_image_warp(clip, query, Kq)  # no time: the input image
     torch.testing.assert_close(still[:, 4:-4, 4:-4], rgb[0, [0, 0, 0], 4:-4, 4:-4], atol=0.02, rtol=0)

@@ -7,10 +7,15 @@ import math
 import pytest
 import torch
 
-from lyra.data.clip import Clip
+from lyra.data.clip import Clip, ClipBatch
+from lyra.data.codecs import DCTCodec
+from lyra.data.generators import ProceduralGenerator
+from lyra.models.decoders import perturb_depth
+from lyra.models.teacher import TeacherModule
 from lyra.eval import SceneFitConfig, fit_scene, heldout_split, nearest_source_frames, target_frames
 from lyra.eval.baselines import init_on_rays, input_image_warp, source_parallax
-from lyra.eval.report import EvalConfig, format_table, summarize
+from lyra.eval.report import EvalConfig, EvalReport
+from lyra.eval.summary import format_table, summarize
 from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
 from lyra.render.renderer import GaussianRenderer
 
@@ -166,15 +171,55 @@ def test_input_warp_reproduces_the_input_view_and_copies_into_its_holes():
     clip.depth = torch.full_like(clip.depth, 3.0)
     clip.depth[0, 0, :4] = 0  # sky rows: lifted far away, not dropped
     src, K0 = clip, clip.K[0, 0]
-    same = input_image_warp(src, clip.c2w[0, :1], K0[None])[0]
+    same, no_holes = input_image_warp(src, clip.c2w[0, :1], K0[None])
+    same = same[0]
+    assert not no_holes.any()
     assert (same[4:] - clip.rgb[0, 0, 4:]).abs().mean() < 0.02  # seen from its own camera: itself
     turned = clip.c2w[0, 0].clone()
     turned[:3, :3] = turned[:3, :3] @ torch.linalg.matrix_exp(torch.tensor(  # 40 degrees about y
         [[0.0, 0, 0.7], [0, 0, 0], [-0.7, 0, 0]]))
-    out = input_image_warp(src, turned[None], K0[None])[0]
+    out, reported = input_image_warp(src, turned[None], K0[None])
+    out = out[0]
     nearest = clip.rgb.reshape(-1, 32, 32, 3)[nearest_source_frames(clip.c2w.reshape(-1, 4, 4), turned[None])[0]]
     holes = (out == nearest).all(-1)
     assert holes.float().mean() > 0.2 and (~holes).float().mean() > 0.2  # part warped, part copied
+    assert torch.equal(reported[0], holes)  # the holes it reports are where it copied
     clip.depth = None
     with pytest.raises(ValueError, match="lifts the input image with its depth"):
         input_image_warp(clip, turned[None], K0[None])
+
+
+def heldout_sample(size: int = 32) -> ClipBatch:
+    """A procedural scene (exact depth, ground truth) with its spiral held out, as the test split makes it."""
+    teacher = TeacherModule(ProceduralGenerator(seed=0, num_views=3, trajectories=["left", "zoom_out", "spiral"]),
+                            DCTCodec(latent_channels=8), 5, size, size)
+    return ClipBatch.collate([heldout_split(teacher.make_clip(0), "spiral", 3)], keep_sources=True)
+
+
+def test_input_warp_lifts_the_depth_the_student_read_and_the_report_splits_by_region():
+    batch = heldout_sample()
+    read = perturb_depth(batch.src_depth[:, 0, :1, :, :].flatten(0, 1), 0.2, [7]).reshape(1, 1, 32, 32)
+    report = EvalReport(EvalConfig(lpips_net="alex", baselines=["nearest", "input_warp", "input_warp_exact"]))
+    rec = report.add(batch, batch.rgb, input_depth=read)[0]  # the teacher's own frames as the "student"
+    assert rec["input_warp"]["truth"]["psnr"] < rec["input_warp_exact"]["truth"]["psnr"]  # what depth errors cost
+    truth = batch.meta[0]["truth_frames"]  # the held-out trajectory's target frames but frame 0 (a source frame)
+    warped, holes = input_image_warp(batch.sources[0], batch.c2w[0, 2, truth], batch.K[0, 2, truth], depth=read[0])
+    assert rec["input_warp"]["truth"]["psnr"] == pytest.approx(report._scores(warped, batch.gt_rgb[0, 2, truth])["psnr"])
+    regions = rec["regions"]
+    assert regions["holes_fraction"] == pytest.approx(float(holes.float().mean()))
+    assert 0.0 < regions["holes_fraction"] < 0.5
+    # Pooled over both regions, each method's squared error is its whole-frame error.
+    for method in ("student", "nearest", "input_warp", "input_warp_exact"):
+        f, part = regions["holes_fraction"], regions[method]
+        mse = (1 - f) * 10 ** (-part["covered"]["psnr"] / 10) + f * 10 ** (-part["holes"]["psnr"] / 10)
+        frame_mse = [10 ** (-p / 10) for p in [rec[method]["truth"]["psnr"]]]
+        assert mse == pytest.approx(frame_mse[0], rel=0.15) and 0 < part["holes"]["lpips"] < 1
+    # In the holes the warp is the nearest frame: the same scores.
+    assert regions["input_warp"]["holes"]["psnr"] == pytest.approx(regions["nearest"]["holes"]["psnr"])
+    # Without the student's depth, both warps lift the clip's: the same row twice.
+    exact = EvalReport(EvalConfig(lpips_net="alex", baselines=["input_warp", "input_warp_exact"])).add(batch, batch.rgb)[0]
+    assert exact["input_warp"]["truth"] == exact["input_warp_exact"]["truth"]
+    summary = summarize([rec])
+    assert summary["regions/student/holes/psnr@spiral"] == regions["student"]["holes"]["psnr"]
+    table = format_table(summary)
+    assert "has holes (spiral" in table and "input_warp (the depth the student reads)" in table

@@ -290,7 +290,7 @@ def test_predict_step_decodes_time_chunks_like_one_pass(reads_video):
     clip = teacher.make_clip(0)
     video = dict(input_depth=True, input_image_gaussians=True) if reads_video else {}
     decoder = tiny_decoder(dynamic=True, latent_channels=C, **video)
-    torch.nn.init.normal_(decoder.target_time_embed.weight)  # starts at zero (time-blind) in a fresh decoder
+    torch.nn.init.normal_(decoder.time.target.weight)  # starts at zero (time-blind) in a fresh decoder
     module = StudentModule(decoder, input_depth_noise=0.2 if reads_video else 0.0).eval()
     times = [0.0, 0.3, 0.6, 1.0]
     one = module.predict_step(clip_batch(clip, times), 0)
@@ -303,7 +303,7 @@ def test_predict_step_decodes_time_chunks_like_one_pass(reads_video):
     plain = module.predict_step(clip_batch(clip), 0)["gaussians"]
     assert plain.batch_shape == (1, 10)
     with torch.no_grad():  # generation reads the depth as given: no evaluation noise
-        assert torch.equal(plain.means, module(clip_batch(clip), perturb_depth=False).means)
+        assert torch.equal(plain.means, module(clip_batch(clip), depth_noise=0.0).means)
         assert torch.equal(plain.means, module(clip_batch(clip)).means) != reads_video
     static = StudentModule(tiny_decoder(latent_channels=C)).eval().predict_step(clip_batch(clip), 0)
     assert static["target_time"] is None and static["gaussians"].batch_shape == (1,)
@@ -318,9 +318,11 @@ def test_generate_procedural_with_the_trained_decoder(trained_run, tmp_path, cap
     printed = capsys.readouterr().out
     assert "peak memory: CPU RSS" in printed and f"lyra view {out / 'scene'}" in printed
     meta = json.loads((out / "meta.json").read_text())
-    # the decoder is the run's final checkpoint; clip size and teacher from the run's config.yaml
-    assert meta["weights"]["decoder"]["path"].endswith("final.ckpt") and meta["weights"]["decoder"]["kind"] == "checkpoint"
-    assert meta["weights"]["decoder"]["training"]["sizes_from"] == "run config"
+    # the decoder is the run's final checkpoint; clip size and teacher from the decoder's own record
+    decoder = meta["weights"]["decoder"]
+    assert decoder["path"].endswith("final.ckpt") and decoder["kind"] == "checkpoint"
+    assert decoder["sizes_from"] == "the decoder's record of its training clips"
+    assert decoder["trained_on"]["num_frames"] == 5 and len(decoder["trained_on"]["generator"]["trajectories"]) == 3
     assert meta["clip"] == {**meta["clip"], "num_views": 3, "num_frames": 5, "height": 32, "width": 32}
     assert meta["clip"]["trajectories"] == ["left", "right", "up"]  # the training teacher's three views
     assert meta["times"] == [0.0, 0.25, 0.5, 0.75, 1.0] and meta["seed"] == 0

@@ -1,14 +1,41 @@
-"""Every public package imports on its own, first, in a fresh interpreter (no import cycles) and
-exports what its __all__ names."""
+"""The packages' layers (the import-linter contract in pyproject.toml, docs/conventions.md), and every
+public package importing on its own, first, in a fresh interpreter and exporting what its __all__ names."""
 
 import importlib
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-PACKAGES = ["lyra.render", "lyra.data", "lyra.models", "lyra.losses", "lyra.eval", "lyra.eval.protocol",
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["lyra.render", "lyra.data", "lyra.models", "lyra.losses", "lyra.eval", "lyra.data.splits",
             "lyra.eval.report", "lyra.eval.baselines", "lyra.callbacks", "lyra.cli", "lyra.tools", "lyra.inference"]
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """import-linter's contract (pyproject.toml under ``root``) over the ``lyra`` package under ``root``."""
+    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
+    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_layers_hold():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_the_contract_catches_an_import_that_goes_up_a_layer(tmp_path):
+    """The same contract over a copy of lyra where the renderer imports the student (a cycle)."""
+    shutil.copytree(ROOT / "lyra", tmp_path / "lyra", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    renderer = tmp_path / "lyra" / "render" / "renderer.py"
+    renderer.write_text(renderer.read_text() + "\nfrom lyra.models.student import StudentModule  # noqa\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "lyra.render is not allowed to import lyra.models" in result.stdout
 
 
 @pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)

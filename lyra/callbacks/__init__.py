@@ -1,5 +1,6 @@
 """Lightning callbacks of lyra."""
 
 from lyra.callbacks.clip_writer import ClipWriter
+from lyra.callbacks.progress_log import ProgressLog, ScheduleCutWarning
 
-__all__ = ["ClipWriter"]
+__all__ = ["ClipWriter", "ProgressLog", "ScheduleCutWarning"]

@@ -16,11 +16,13 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lyra.eval.report import EvalConfig, EvalReport, summarize
+from lyra.eval.report import EvalConfig, EvalReport
+from lyra.eval.summary import summarize
 from lyra.utils.atomic import atomic_path, atomic_write_text
 
 BASELINE_STYLE = {"nearest": ("nearest source frame", "--"), "per_scene": ("per-scene optimisation", ":"),
-                  "codec": ("codec ceiling", "-."), "input_warp": ("input image warped by its depth", (0, (1, 1)))}
+                  "codec": ("codec ceiling", "-."), "input_warp": ("input warped by the depth the student reads", (0, (1, 1))),
+                  "input_warp_exact": ("input warped by exact depth", (0, (3, 1, 1, 1)))}
 
 
 class LearningCurve(L.Callback):
@@ -29,16 +31,15 @@ class LearningCurve(L.Callback):
         every_minutes: training minutes between evaluations (0: only at start and end).
         budget_minutes: stop the fit after this many training minutes (None: the trainer decides).
         evaluation: the report's settings (baselines, LPIPS backbone); the module's by default.
-        log_every_steps: print a plain progress line every this many steps (0: never); Rich's
-            progress bar prints nothing until the end when output is not a terminal.
+
+    The module must score batches like ``StudentModule.score`` (the protocol of ``lightning test``).
     """
 
     def __init__(self, out_dir: str, every_minutes: float = 5.0, budget_minutes: float | None = None,
-                 evaluation: EvalConfig | None = None, log_every_steps: int = 10) -> None:
+                 evaluation: EvalConfig | None = None) -> None:
         super().__init__()
         self.out_dir = Path(out_dir)
         self.every, self.budget, self.evaluation = every_minutes, budget_minutes, evaluation
-        self.log_every = log_every_steps
         self.points: list[dict] = []
         self._batches: list | None = None
         self._report: EvalReport | None = None
@@ -57,11 +58,6 @@ class LearningCurve(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         minutes = self.train_minutes()
-        step = trainer.global_step
-        if self.log_every and step % self.log_every == 0 and trainer.is_global_zero:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            print(f"step {step:6d}  {minutes:6.1f} min  loss {float(loss):.4f}  "
-                  f"{60 * minutes / max(step, 1):.2f} s/step", flush=True)
         if self.budget is not None and minutes >= self.budget:
             trainer.should_stop = True
         elif minutes >= self._next:
@@ -89,11 +85,7 @@ class LearningCurve(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         for batch in self._batches:
-            batch = batch.to(pl_module.device)
-            g = pl_module(batch)
-            rgb = pl_module.render_targets(g, batch).rgb.reshape(batch.rgb.shape)
-            depth_error = getattr(pl_module, "depth_error", None)
-            report.add(batch, rgb, geometry=depth_error(g, batch) if depth_error else None)
+            pl_module.score(batch.to(pl_module.device), report)
         pl_module.train(was_training)
         summary = summarize(report.records, report.config.parallax_bins)
         point = {"minutes": minutes, "step": trainer.global_step, "eval_seconds": time.perf_counter() - t0, **summary}
@@ -123,7 +115,7 @@ class LearningCurve(L.Callback):
 def plot_curve(points: list[dict], path: Path, title: str = "") -> None:
     """PSNR vs ground truth on each held-out trajectory against training minutes, with the
     baselines as flat lines."""
-    import matplotlib
+    import matplotlib  # optional (lyra[bench]): only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -10,7 +10,7 @@ trajectory (drawn without replacement, independently per trajectory). Sampling p
 
 - train: views and frames drawn from ``(seed, epoch, index)``; index order shuffled per epoch;
 - val: drawn from ``(seed, index)`` only, so every epoch sees the same targets;
-- test: the evaluation protocol (``lyra.eval.protocol``, docs/evaluation.md): for every clip and
+- test: the evaluation protocol (``lyra.data.splits``, docs/evaluation.md): for every clip and
   every trajectory named in ``test_heldout``, the decoder reads all other trajectories and the
   targets are ``test_target_frames`` evenly spaced frames of every trajectory, the held-out one
   flagged in the sample's meta. With no ``test_heldout``: the first ``max`` views, same frames.
@@ -32,7 +32,7 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import replace
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import lightning
 import numpy as np
@@ -41,8 +41,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lyra.data.clip import PER_FRAME_FIELDS, Clip, ClipBatch
 from lyra.data.shards import ShardReader
-from lyra.eval.protocol import heldout_split, target_frames
-from lyra.models.teacher import TeacherModule
+from lyra.data.splits import heldout_split, target_frames
+
+if TYPE_CHECKING:  # the config hands the data module its teacher; lyra.data sits below lyra.models
+    from lyra.models.teacher import TeacherModule
 
 Split = Literal["train", "val", "test"]
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
@@ -407,7 +409,9 @@ class ClipDataModule(lightning.LightningDataModule):
             raise ValueError(f"{what} makes clips of another size: {got}. Generate clips of the expected size "
                              "(the same config overlays with `lightning predict`) or change the expected size")
 
-    def _teacher_description(self) -> dict:
+    def describe_clips(self) -> dict:
+        """What the clips are: the teacher's description (generator, codec, clip size), also for a
+        cache (its manifest holds the teacher's). ``StudentModule`` records it in the decoder."""
         if self.teacher is not None:
             return self.teacher.describe()
         from lyra.data.shards import read_manifest
@@ -416,7 +420,7 @@ class ClipDataModule(lightning.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if self.source == "shards":
-            self._check_size(self._teacher_description(), f"the cache {self.shard_dir}")
+            self._check_size(self.describe_clips(), f"the cache {self.shard_dir}")
 
     def split_indices(self, split: Split) -> list[int]:
         lo, n = SPLIT_OFFSETS[split], self.counts[split]

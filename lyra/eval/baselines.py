@@ -3,9 +3,10 @@
 - ``nearest``: the teacher frame of the nearest source camera (what any 3D method must beat);
 - ``codec``: the teacher's own decoding of the held-out frames vs ground truth (the ceiling:
   the student only ever sees decoded frames);
-- ``input_warp``: the input image (first source frame) lifted to points at the clip's depth and
-  rendered at the query cameras, the nearest source frame where no point lands: what a student
-  that reads the input depth must beat (GEN3C's 3D cache, gap-filled by copying);
+- ``input_warp``: the input image (first source frame) lifted to points at the depth the student
+  reads and rendered at the query cameras, the nearest source frame where no point lands: what a
+  student that reads the input depth must beat (GEN3C's 3D cache, gap-filled by copying);
+  ``input_warp_exact``: the same with the clip's exact depth (what better depth would give);
 - ``per_scene``: Gaussians fitted to one scene's source views with Adam (the slow upper bound
   of what a feed-forward decoder amortises). With ``pixel_stride`` / ``frame_stride`` equal to
   a decoder's layout it is also that layout's ceiling (``benchmarks/layout_ceiling.py``).
@@ -15,20 +16,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lyra.data.clip import Clip
+from lyra.data.generators.point_cache import lift_to_points, render_points
 from lyra.render.cameras import c2w_to_viewmat, pixel_rays, ray_distance, resize_intrinsics, world_to_pixels
 from lyra.render.gaussians import Gaussians
 from lyra.render.renderer import GaussianRenderer
 
-if TYPE_CHECKING:  # lyra.data imports lyra.eval (the test split): annotations only
-    from lyra.data.clip import Clip
-
-BASELINES = ("nearest", "codec", "input_warp", "per_scene")
+BASELINES = ("nearest", "codec", "input_warp", "input_warp_exact", "per_scene")
 
 
 def nearest_source_frames(
@@ -89,33 +88,40 @@ def input_image_warp(
     c2w: Tensor,  # [Q, 4, 4] query cameras
     K: Tensor,  # [Q, 3, 3]
     time: Tensor | None = None,  # [Q] scene time of each query (dynamic scenes); None: the input image
+    depth: Tensor | None = None,  # [T or 1, H, W] trajectory 0's depth to lift (default: the clip's)
     sky_factor: float = 10.0,
-) -> Tensor:  # [Q, H, W, 3]
-    """The input image's teacher RGB lifted to one point per pixel at the clip's depth (unknown
-    depth, the sky: ``sky_factor`` x the farthest known depth) and rendered at the query cameras;
-    pixels no point covers come from the nearest source frame. With ``time``, each query lifts the
-    input video's frame (trajectory 0) nearest to its time, as the dynamic decoder reads it."""
-    from lyra.data.generators.point_cache import lift_to_points, render_points  # lyra.data imports lyra.eval
-
-    if src.depth is None:
+) -> tuple[Tensor, Tensor]:  # rgb [Q, H, W, 3], holes [Q, H, W] (where the lifted input shows nothing)
+    """The input image's teacher RGB lifted to one point per pixel at its depth (unknown depth, the
+    sky: ``sky_factor`` x the farthest known depth) and rendered at the query cameras; pixels no point
+    covers (the holes) come from the nearest source frame. With ``time``, each query lifts the input
+    video's frame (trajectory 0) nearest to its time, as the dynamic decoder reads it. ``depth`` is
+    the depth a student reads (an estimator's, or the clip's with ``input_depth_noise``): scored
+    with it, the baseline reads exactly what the student reads."""
+    if src.depth is None and depth is None:
         raise ValueError("the input_warp baseline lifts the input image with its depth; the clip has none "
                          "(use a teacher that writes depth, or drop input_warp from evaluation.baselines)")
+    lifted = src.depth[0] if depth is None else depth.to(src.rgb.device)
     frames = torch.zeros(c2w.shape[0], dtype=torch.long)
     if time is not None:
         frames = (src.time[0, None, :].to(time) - time[:, None]).abs().argmin(-1).cpu()
+    if int(frames.max()) >= lifted.shape[0]:
+        raise ValueError(f"input_warp: a query reads input frame {int(frames.max())}, the depth given has "
+                         f"{lifted.shape[0]} frames; pass every frame of trajectory 0 for a dynamic scene")
     H, W = src.image_size
     out = torch.empty(c2w.shape[0], H, W, 3, dtype=src.rgb.dtype, device=c2w.device)
+    holes = torch.empty(c2w.shape[0], H, W, dtype=torch.bool, device=c2w.device)
     for f in frames.unique().tolist():
-        depth = src.depth[0, f]
-        known = depth > 0
+        d = lifted[f]
+        known = d > 0
         if not known.any():
             raise ValueError(f"input frame {f} has no known depth at all; input_warp cannot lift it")
-        depth = torch.where(known, depth, sky_factor * depth[known].max())
-        cloud = lift_to_points(src.rgb[0, f], depth, src.c2w[0, f], src.K[0, f])
+        d = torch.where(known, d, sky_factor * d[known].max())
+        cloud = lift_to_points(src.rgb[0, f], d, src.c2w[0, f], src.K[0, f])
         q = (frames == f).nonzero()[:, 0].to(c2w.device)
         cache = render_points(cloud, c2w[q], K[q], H, W)
         out[q] = torch.where(cache.holes[..., None], nearest_frame(src, c2w[q]), cache.rgb).to(out.dtype)
-    return out
+        holes[q] = cache.holes.to(holes.device)
+    return out, holes
 
 
 # ---- per-scene optimisation ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Scores of the evaluation protocol: the student and its baselines on the same frames.
 
-Per test sample (one scene, one held-out trajectory; see :mod:`lyra.eval.protocol`):
+Per test sample (one scene, one held-out trajectory; see :mod:`lyra.data.splits`):
 
 - ``student``: ``truth`` = renders vs ground truth on the held-out trajectory's truth frames;
   ``heldout`` = the same frames vs the teacher's RGB; ``source`` = renders vs the teacher's RGB
@@ -9,10 +9,14 @@ Per test sample (one scene, one held-out trajectory; see :mod:`lyra.eval.protoco
   ``fidelity`` = vs the teacher's RGB on every target frame (the self-distillation number);
 - ``nearest``: the teacher frame of the nearest source camera, ``truth`` and ``heldout``;
 - ``codec``: the teacher's own decoding vs ground truth on the truth frames (the ceiling);
-- ``input_warp``: the input image lifted with its depth and rendered at the truth frames' cameras,
-  the nearest source frame in its holes, ``truth`` and ``heldout`` (the baseline for students
-  that read the input depth);
+- ``input_warp``: the input image lifted with the depth the student reads and rendered at the
+  truth frames' cameras, the nearest source frame in its holes, ``truth`` and ``heldout`` (the
+  baseline a student that reads the input depth must beat); ``input_warp_exact``: the same lifted
+  with the clip's exact depth;
 - ``per_scene`` (opt-in, slow): Gaussians fitted to the source views, scored like the student.
+
+With a warp baseline, each record also splits every method's PSNR and LPIPS between the pixels the
+lifted input covers and its holes (``regions``, :mod:`lyra.eval.regions`), with the holes' share.
 
 Where the held-out frames' depth is metric (procedural teachers), each record also lists its
 truth ``frames`` with their parallax to the closest source view
@@ -30,30 +34,25 @@ the CLIP score (:mod:`lyra.metrics.clip_score`) of the caption against every ren
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
-import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from lyra.data.clip import ClipBatch
 from lyra.eval.baselines import (BASELINES, SceneFitConfig, input_image_warp, nearest_frame, source_parallax,
                                  timed_fit)
+from lyra.eval.regions import region_scores
+from lyra.eval.summary import format_table, summarize
 from lyra.metrics.clip_score import CLIPScore
 from lyra.metrics.image import ImageMetrics, psnr
 from lyra.render.renderer import GaussianRenderer
 from lyra.utils.atomic import atomic_write_text
 
-if TYPE_CHECKING:  # lyra.data imports lyra.eval (the test split): annotations only
-    from lyra.data.clip import ClipBatch
-
-METRICS = ("psnr", "ssim", "lpips")
-METHODS = ("student", "per_scene", "input_warp", "nearest", "codec")
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +63,10 @@ class EvalConfig:
 
     Args:
         lpips_net: LPIPS backbone of the metric (the protocol: ``"vgg"``).
-        baselines: which of ``nearest``, ``codec``, ``input_warp``, ``per_scene`` to score beside
-            the student (``per_scene`` fits every test scene with Adam: slow; ``input_warp`` needs
-            clips with depth).
+        baselines: which of ``nearest``, ``codec``, ``input_warp`` (lifted with the depth the student
+            reads), ``input_warp_exact`` (with the clip's exact depth), ``per_scene`` to score beside
+            the student (``per_scene`` fits every test scene with Adam: slow; the warps need clips
+            with depth, and split every method's score by where the lifted input has holes).
         scene_fit: settings of the per-scene baseline.
         clip_model: open_clip architecture (e.g. ``"ViT-B-32"``) of the CLIP score between each
             sample's caption and its renders (``student/clip/score``); needs ``clip_weights``.
@@ -156,6 +156,7 @@ class EvalReport(nn.Module):
         rgb: Tensor,  # [B, V, F, H, W, 3] student renders of every target frame
         scene_ids: Sequence[str] | None = None,
         geometry: dict[str, Tensor] | None = None,  # name -> [B] depth errors (StudentModule.depth_error), NaN: none
+        input_depth: Tensor | None = None,  # [B, T or 1, H, W] trajectory 0's depth as the student read it
     ) -> list[dict]:
         B, V, F, H, W, _ = batch.rgb.shape
         new = []
@@ -177,8 +178,16 @@ class EvalReport(nn.Module):
                 student["heldout"] = self._scores(rgb[b, v, truth], batch.rgb[b, v, truth])
                 if batch.gt_rgb is not None:
                     student["truth"] = self._scores(rgb[b, v, truth], batch.gt_rgb[b, v, truth])
-                base = self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"])
+                depth = None if input_depth is None else input_depth[b]
+                base = self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"], depth)
                 rec.update({k: val for k, val in base.items() if not k.startswith("_")})
+                if "_holes" in base:  # where the error is: what the lifted input covers, and its holes
+                    against = batch.gt_rgb[b, v, truth] if batch.gt_rgb is not None else batch.rgb[b, v, truth]
+                    holes = base["_holes"].to(against.device)
+                    rec["regions"] = {"holes_fraction": float(holes.float().mean()),
+                                      "against": "truth" if batch.gt_rgb is not None else "heldout",
+                                      "student": region_scores(rgb[b, v, truth], against, holes, self.metrics.lpips),
+                                      **base["_regions"]}
                 frames = self._frames(batch, b, v, truth, rgb[b, v, truth], base.get("_nearest_truth_psnr"))
                 if frames is not None:
                     rec["frames"] = frames
@@ -192,11 +201,13 @@ class EvalReport(nn.Module):
         self.records.extend(new)
         return new
 
-    def _baselines(self, batch: ClipBatch, b: int, v: int, truth: list[int], scene: str, held: str) -> dict:
+    def _baselines(self, batch: ClipBatch, b: int, v: int, truth: list[int], scene: str, held: str,
+                   input_depth: Tensor | None = None) -> dict:  # input_depth [T or 1, H, W] as the student read it
         key = (scene, held)
         if key in self._baseline_cache:  # baselines do not change while a student trains
             return self._baseline_cache[key]
         out: dict[str, dict] = {}
+        preds: dict[str, Tensor] = {}  # each baseline's frames, for the split by region
         gt = batch.gt_rgb[b, v, truth] if batch.gt_rgb is not None else None
         teacher = batch.rgb[b, v, truth]
         src = batch.sources[b] if batch.sources else None
@@ -205,18 +216,27 @@ class EvalReport(nn.Module):
         for name in self.config.baselines:
             if name == "codec" and gt is not None:
                 out["codec"] = {"truth": self._scores(teacher, gt)}
+                preds["codec"] = teacher
             elif name == "nearest" and src is not None:
                 pred = nearest_frame(src, c2w.cpu()).to(teacher.device)
+                preds["nearest"] = pred
                 out["nearest"] = {"heldout": self._scores(pred, teacher)}
                 if gt is not None:
                     out["nearest"]["truth"] = self._scores(pred, gt)
                     # per frame, for the parallax split (cached with the rest; not a record field)
                     out["_nearest_truth_psnr"] = psnr(pred.clamp(0, 1).float(), gt.float()).tolist()
-            elif name == "input_warp" and src is not None and src.depth is not None:
-                pred = input_image_warp(src, c2w.cpu(), K.cpu(), batch.time[b, v, truth].cpu()).to(teacher.device)
-                out["input_warp"] = {"heldout": self._scores(pred, teacher)}
+            elif name in ("input_warp", "input_warp_exact") and src is not None and src.depth is not None:
+                # input_warp lifts the depth the student read; input_warp_exact the clip's own
+                depth = input_depth if name == "input_warp" and input_depth is not None else None
+                pred, holes = input_image_warp(src, c2w.cpu(), K.cpu(), batch.time[b, v, truth].cpu(),
+                                               None if depth is None else depth.cpu())
+                pred = pred.to(teacher.device)
+                out[name] = {"heldout": self._scores(pred, teacher)}
                 if gt is not None:
-                    out["input_warp"]["truth"] = self._scores(pred, gt)
+                    out[name]["truth"] = self._scores(pred, gt)
+                if name == "input_warp" or "_holes" not in out:
+                    out["_holes"] = holes
+                preds[name] = pred
             elif name == "per_scene" and src is not None and src.depth is not None and src.depth_is_metric:
                 g, seconds = timed_fit(src, self.fit_renderer, self.config.scene_fit)
                 g = g.to(teacher.device)
@@ -231,6 +251,12 @@ class EvalReport(nn.Module):
                 src_pred = self.fit_renderer(g, sc[None], sk[None], H, W).rgb[0]
                 rec["source"] = self._scores(src_pred, batch.rgb[b, sv].flatten(0, 1))
                 out["per_scene"] = rec
+                preds["per_scene"] = pred
+        if "_holes" in out:
+            against = gt if gt is not None else teacher
+            holes = out["_holes"].to(against.device)
+            out["_regions"] = {m: region_scores(p, against, holes, self.metrics.lpips) for m, p in preds.items()
+                               if not (m == "codec" and gt is None)}
         self._baseline_cache[key] = out
         return out
 
@@ -253,90 +279,3 @@ class EvalReport(nn.Module):
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
         atomic_write_text(out / "summary.md", format_table(summary))
         return summary
-
-
-def parallax_bin_labels(edges: Sequence[float]) -> list[str]:
-    """Names of the parallax groups between ``edges``: (1, 4) -> ["<1px", "1-4px", ">=4px"]."""
-    if not edges:
-        return []
-    return [f"<{edges[0]:g}px", *(f"{a:g}-{b:g}px" for a, b in zip(edges, edges[1:])), f">={edges[-1]:g}px"]
-
-
-def summarize(records: list[dict], parallax_bins: Sequence[float] = (1.0, 4.0)) -> dict[str, float]:
-    """Means over records (each scene and held-out trajectory weighs the same) of every
-    ``method/comparison/metric``, also per held-out trajectory as ``...@name``; and, over the
-    truth frames pooled by parallax to the closest source view, ``student/truth/psnr|<bin>``,
-    ``nearest/truth/psnr|<bin>`` and ``frames|<bin>`` (the count)."""
-    sums: dict[str, list[float]] = defaultdict(list)
-    labels, edges = parallax_bin_labels(parallax_bins), list(parallax_bins)
-    for r in records:
-        for method in METHODS:
-            for comp, scores in r.get(method, {}).items():
-                if not isinstance(scores, dict):
-                    if comp == "seconds":
-                        sums[f"{method}/seconds"].append(scores)
-                    continue
-                for k, val in scores.items():
-                    sums[f"{method}/{comp}/{k}"].append(val)
-                    if "heldout" in r:
-                        sums[f"{method}/{comp}/{k}@{r['heldout']}"].append(val)
-        for f in r.get("frames", []) if labels else []:
-            label = labels[bisect.bisect_right(edges, f["parallax_px"])]
-            sums[f"frames|{label}"].append(1.0)
-            for method in ("student", "nearest"):
-                if f"{method}_psnr" in f:
-                    sums[f"{method}/truth/psnr|{label}"].append(f[f"{method}_psnr"])
-    summary = {k: (sum(v) if k.startswith("frames|") else sum(v) / len(v)) for k, v in sorted(sums.items())}
-    summary["num_samples"] = float(len(records))
-    summary["num_scenes"] = float(len({r["scene"] for r in records}))
-    return summary
-
-
-def _bin_start(label: str) -> float:  # "<1px" -> 0, "1-4px" -> 1, ">=4px" -> 4
-    body = label.rstrip("px").lstrip("<>=")
-    return 0.0 if label.startswith("<") else float(body.split("-")[0])
-
-
-def format_table(summary: dict[str, float]) -> str:
-    held = sorted({k.split("@", 1)[1] for k in summary if "@" in k})
-    cols = [("truth", h) for h in held] or [("truth", None)]
-    head = "| method | " + " | ".join(f"PSNR / SSIM / LPIPS vs truth ({h or 'held-out'})" for _, h in cols)
-    head += " | PSNR source | PSNR fidelity |"
-    lines = [head, "|" + "---|" * (len(cols) + 3)]
-    for method in METHODS:
-        if not any(k.startswith(method + "/") for k in summary):
-            continue
-        cells = []
-        for comp, h in cols:
-            suffix = f"@{h}" if h else ""
-            vals = [summary.get(f"{method}/{comp}/{m}{suffix}") for m in METRICS]
-            cells.append(" / ".join("-" if x is None else (f"{x:.2f}" if i == 0 else f"{x:.3f}")
-                                    for i, x in enumerate(vals)))
-        for comp in ("source", "fidelity"):
-            x = summary.get(f"{method}/{comp}/psnr")
-            cells.append("-" if x is None else f"{x:.2f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    if "student/clip/score" in summary:
-        per_held = "".join(f", {h} {summary[f'student/clip/score@{h}']:.2f}" for h in held
-                           if f"student/clip/score@{h}" in summary)
-        lines.append(f"\nCLIP score, caption vs student renders (100 x max(cos, 0), samples with a caption): "
-                     f"{summary['student/clip/score']:.2f}{per_held}")
-    if "student/geometry/depth_log_error" in summary:
-        err = summary["student/geometry/depth_log_error"]
-        lines.append(f"\nStudent geometry: its Gaussians' depths in their source frames are off the clip's metric depth "
-                     f"by a median |log ratio| of {err:.3f} (x{math.exp(err):.3f}), mean over samples")
-    if "student/geometry/input_depth_log_error" in summary:
-        lines.append(f"Where the input depth reaches: the input depth it read "
-                     f"{summary['student/geometry/input_depth_log_error']:.3f}, its Gaussians "
-                     f"{summary['student/geometry/depth_log_error_on_input']:.3f} (lower: it corrected its input)")
-    groups = [k.split("|", 1)[1] for k in summary if k.startswith("frames|")]
-    if groups:
-        lines.append("\n| truth frames by parallax to the closest source view | frames | student PSNR | nearest PSNR |")
-        lines.append("|---|---|---|---|")
-        for lab in sorted(groups, key=_bin_start):
-            cells = [f"{summary[f'{m}/truth/psnr|{lab}']:.2f}" if f"{m}/truth/psnr|{lab}" in summary else "-"
-                     for m in ("student", "nearest")]
-            lines.append(f"| {lab} | {int(summary[f'frames|{lab}'])} | " + " | ".join(cells) + " |")
-    lines.append(f"\n{int(summary['num_scenes'])} scenes, {int(summary['num_samples'])} samples "
-                 "(scene x held-out trajectory); protocol: docs/evaluation.md")
-    return "\n".join(lines) + "\n"

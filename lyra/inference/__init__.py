@@ -11,7 +11,7 @@ from lyra.inference.paths import load_camera_path, parse_magnitude
 from lyra.inference.pipeline import GenerateOptions, generate
 from lyra.inference.teachers import ImageTeacher, ProceduralTeacher, TextToImage
 from lyra.inference.video import VideoTeacher, read_cameras
-from lyra.inference.weights import load_decoder
+from lyra.models.checkpoints import load_decoder
 
 __all__ = ["GenerateDataModule", "GenerateOptions", "ImageTeacher", "ProceduralTeacher", "SceneWriter", "TextToImage",
            "VideoTeacher", "clip_batch", "default_times", "generate", "load_camera_path", "load_decoder", "make_clip",

@@ -28,8 +28,11 @@ from typing import Any
 
 import torch
 
+from lyra.data.codecs.frames import check_clip_size
 from lyra.inference.progress import StageLog, set_progress
+from lyra.inference.trained_on import training_facts
 from lyra.inference.video import DEFAULT_SCENE_DEPTH
+from lyra.models.checkpoints import load_decoder
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 FORMAT = "lyra.generate/1"
@@ -157,24 +160,16 @@ def generate(o: GenerateOptions) -> Path:
     torch.manual_seed(o.seed)
 
     # ---- 1. checks: nothing long runs before every input is known to be usable ----
-    from lyra.data.codecs import DCTCodec
-    from lyra.inference.weights import load_decoder
-
     decoder, info = load_decoder(o.decoder)
     dynamic = decoder.is_dynamic
-    train = info.training
+    train = training_facts(info, dynamic)
     T = o.frames or train["num_frames"]
     W, H = o.size or (train["width"], train["height"])
-    fov = o.fov or float(train.get("fov_deg", 60.0))
+    fov = o.fov or train["fov_deg"]
     facts = _codec_facts(decoder)
     try:
-        DCTCodec(latent_channels=1, time_factor=facts["time_factor"], space_factor=facts["space_factor"],
-                 causal_first_frame=facts["causal_first_frame"]).latent_shape(T, H, W)
-        patch = decoder.config.patch_size * facts["space_factor"]
-        if H % patch or W % patch:
-            raise ValueError(f"size {W}x{H} is not a multiple of {patch} pixels (the decoder's patch of "
-                             f"{decoder.config.patch_size} latent pixels x {facts['space_factor']}); pass --size with "
-                             f"multiples of {patch}")
+        check_clip_size(T, H, W, facts["time_factor"], facts["space_factor"], facts["causal_first_frame"],
+                        decoder.config.patch_size)
     except ValueError as err:
         raise ValueError(f"clip size {T} frames x {W}x{H} does not fit the decoder {info.path}: {err} "
                          "(pass --frames / --size that fit)") from None
@@ -197,7 +192,7 @@ def generate(o: GenerateOptions) -> Path:
         trajectories = _trained_trajectories(train)  # the views the decoder learnt to read together
     cam_args = dict(trajectories=trajectories, camera_paths=list(o.camera_paths), anchor=o.anchor,
                     path_scale=o.path_scale, magnitude=o.magnitude)
-    build_teacher, codec_desc = _teacher_builder(o, kind, decoder, info, T, H, W, fov, dynamic, device, cam_args)
+    build_teacher, codec_desc = _teacher_builder(o, kind, decoder, info, train, T, H, W, fov, dynamic, device, cam_args)
 
     # ---- 2-5. the work, in a hidden folder renamed at the end ----
     from lyra.inference.outputs import staged_folder, write_meta
@@ -253,7 +248,7 @@ def generate(o: GenerateOptions) -> Path:
             "format": FORMAT,
             "source": {"kind": kind, "procedural_seed": o.procedural, "image": o.image, "prompt": o.prompt,
                        "video": o.video, "cameras": o.cameras, "camera_paths": list(o.camera_paths)},
-            "weights": {"decoder": asdict(info), "decoder_class": type(decoder).__name__, "teacher": o.teacher,
+            "weights": {"decoder": {**asdict(info), "sizes_from": train["sizes_from"]}, "decoder_class": type(decoder).__name__, "teacher": o.teacher,
                         "vae": o.vae, "depth_model": o.depth_model, "text_to_image": o.t2i, "codec": codec_desc},
             "teacher": teacher_desc,
             "settings": {k: v for k, v in asdict(o).items() if k not in ("progress",)},
@@ -279,14 +274,8 @@ def generate(o: GenerateOptions) -> Path:
 
 
 def _trained_trajectories(train: dict) -> list[str] | None:
-    """The training teacher's trajectories (its ``trajectories``, else the first ``num_views`` families)."""
-    from lyra.render.trajectories import LYRA_TRAJECTORIES
-
-    if train.get("trajectories"):
-        return list(train["trajectories"])
-    if isinstance(train.get("num_views"), int) and 1 <= train["num_views"] <= len(LYRA_TRAJECTORIES):
-        return list(LYRA_TRAJECTORIES[:train["num_views"]])
-    return None
+    """The training teacher's trajectories, when its record names them."""
+    return list(train["trajectories"]) if train.get("trajectories") else None
 
 
 def _rescale(g, s: float):
@@ -295,7 +284,7 @@ def _rescale(g, s: float):
     return Gaussians(g.means * s, g.quats, g.scales * s, g.opacities, g.colors, check_values=False)
 
 
-def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, T: int, H: int, W: int, fov: float,
+def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, train: dict, T: int, H: int, W: int, fov: float,
                      dynamic: bool, device: torch.device, cam_args: dict):
     """Check the source's inputs now; return (a function that builds the TeacherModule, codec description)."""
     from lyra.data.codecs import DCTCodec
@@ -307,14 +296,14 @@ def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, T: int, H: in
 
         if o.procedural < 0:
             raise ValueError(f"--procedural takes a non-negative scene seed, got {o.procedural}")
-        trained = info.training.get("codec")
+        trained = train.get("codec")
         if trained and not trained.endswith("DCTCodec"):
             raise ValueError(f"{info.path} was trained on {trained} latents; the procedural teacher encodes with the "
                              "DCT codec, so its latents would mean nothing to this decoder. Use --image / --video "
                              "with that codec (--vae)")
         gen = ProceduralTeacher(seed=o.procedural, dynamic=dynamic, fov_deg=fov,
-                                num_objects=tuple(info.training.get("num_objects", (4, 16))),
-                                shadows=bool(info.training.get("shadows", True)), **cam_args)
+                                num_objects=tuple(train.get("num_objects", (4, 16))),
+                                shadows=bool(train.get("shadows", True)), **cam_args)
         codec = DCTCodec(**facts)
         return (lambda: (TeacherModule(gen, codec, T, H, W).to(device), lambda: None)), {"class": "DCTCodec", **facts}
 

@@ -144,6 +144,14 @@ class LPIPS(nn.Module):
                              f"{y.device}; call lpips.to(device)")
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:  # [..., H, W, 3] x2 -> [...]
+        return self._distance(x, y, spatial=False)
+
+    def spatial(self, x: Tensor, y: Tensor) -> Tensor:  # [..., H, W, 3] x2 -> [..., H, W]
+        """The distance per pixel (the reference's ``spatial=True``): every tap's map upsampled
+        bilinearly to the image before the sum, so a region's mean says where the distance is."""
+        return self._distance(x, y, spatial=True)
+
+    def _distance(self, x: Tensor, y: Tensor, spatial: bool) -> Tensor:
         self._check(x, y)
         lead, (H, W) = x.shape[:-3], x.shape[-3:-1]
         both = torch.cat([x.reshape(-1, H, W, 3), y.reshape(-1, H, W, 3)]).permute(0, 3, 1, 2)
@@ -152,9 +160,13 @@ class LPIPS(nn.Module):
             both = both * 2.0 - 1.0
         feats = self._features((both - self.shift) / self.scale)
         n = both.shape[0] // 2
-        dist = both.new_zeros(n)
+        dist = both.new_zeros((n, H, W) if spatial else (n,))
         for feat, head in zip(feats, self.heads):
             feat = unit_normalize(feat.float())  # float32 even under autocast: eps underflows in fp16
-            diff = (feat[:n] - feat[n:]).square()
-            dist = dist + head(diff.to(head.weight.dtype)).mean(dim=(1, 2, 3)).to(dist.dtype)
-        return dist.reshape(lead)
+            tap = head((feat[:n] - feat[n:]).square().to(head.weight.dtype))  # [n, 1, h, w]
+            if spatial:
+                tap = F.interpolate(tap.float(), size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+            else:
+                tap = tap.mean(dim=(1, 2, 3))
+            dist = dist + tap.to(dist.dtype)
+        return dist.reshape(tuple(lead) + tuple(dist.shape[1:]))

@@ -33,8 +33,10 @@ class GaussianRenderer(nn.Module):
 
     Args:
         background: RGB in [0, 1] composited behind the Gaussians (Lyra renders on white).
-        backend: ``"torch"`` (lyra's own differentiable rasterizer, any device), ``"gsplat"``
-            (CUDA kernels) or ``"auto"`` (gsplat on CUDA when its kernels load, else torch).
+        backend: ``"torch"`` (lyra's own differentiable rasterizer, any device), ``"cpp"`` (the same
+            with its compositing compiled for the CPU), ``"gsplat"`` (CUDA kernels) or ``"auto"``
+            (gsplat for CUDA tensors when its kernels load; for CPU tensors the compiled compositor
+            when it builds, else torch).
         rasterize_mode: ``"classic"`` or ``"antialiased"`` (gsplat's meaning).
         render_mode: ``"RGB"`` or ``"RGB+ED"`` (colour plus expected depth, what the losses use).
         sh_degree: SH degree to evaluate; ``None`` uses the Gaussians' own (plain RGB: none).

@@ -30,6 +30,7 @@ from torch import Tensor
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import make_intrinsics
 from lyra.render.formats import gaussians_rgb, load_dynamic_scene, load_scene
+from lyra.render.framing import frame_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.projection import quat_scale_to_covar
 from lyra.render.rotations import quat_to_rotmat, rotmat_to_quat
@@ -163,8 +164,6 @@ class SceneViewer:
 
     @staticmethod
     def _scene_radius(g: Gaussians) -> float:
-        from lyra.tools import frame_scene
-
         if g.num_gaussians == 0:
             return 1.0
         _, distance = frame_scene(g.means.float(), 60.0, 1, 1)
@@ -172,8 +171,6 @@ class SceneViewer:
 
     def _place_initial_camera(self, g: Gaussians) -> None:
         """Start where ``lyra render`` starts: the scene's median from 20 degrees above, 95 % in view."""
-        from lyra.tools import frame_scene
-
         if g.num_gaussians == 0:
             return
         fov_y = math.radians(DEFAULT_FOV_Y_DEG)

@@ -22,8 +22,11 @@ def latent_frame_count(num_frames: int, time_factor: int, causal_first_frame: bo
     """T' for T frames; a ValueError naming the rule when T does not group evenly."""
     rest = num_frames - 1 if causal_first_frame else num_frames
     if num_frames < 1 or rest % time_factor:
+        first = 1 if causal_first_frame else time_factor  # the smallest count that fits
+        below = first + max(0, (num_frames - first) // time_factor) * time_factor
+        near = [n for n in (below, below + time_factor) if n != num_frames and n >= first]
         raise ValueError(f"{num_frames} frames do not fit a codec that takes "
-                         f"{frame_rule(time_factor, causal_first_frame)}")
+                         f"{frame_rule(time_factor, causal_first_frame)}; nearest: {', '.join(map(str, near))}")
     return rest // time_factor + int(causal_first_frame)
 
 
@@ -65,3 +68,26 @@ def last_frame_of(
     """A causal codec's latent frame 0 is frame 0 alone, latent frame l its group ending at frame
     ``l * time_factor``; a non-causal codec's ends at ``l * time_factor + time_factor - 1``."""
     return latent_frame * time_factor + (0 if causal_first_frame else time_factor - 1)
+
+
+def check_clip_size(
+    num_frames: int | None,
+    height: int | None,
+    width: int | None,
+    time_factor: int,
+    space_factor: int,
+    causal_first_frame: bool,
+    patch_size: int = 1,
+) -> None:
+    """The one clip-size rule: frames must group the way the codec groups them, and every image side
+    must be a multiple of ``space_factor x patch_size`` (the codec makes one latent pixel of
+    ``space_factor`` pixels, a decoder reads ``patch_size`` latent pixels per token). A ValueError
+    names the rule and the nearest sizes that fit; ``None`` skips a dimension."""
+    if num_frames is not None:
+        latent_frame_count(num_frames, time_factor, causal_first_frame)
+    step = space_factor * patch_size
+    for name, size in (("height", height), ("width", width)):
+        if size is not None and (size < step or size % step):
+            near = sorted({max(step, size // step * step), (size // step + 1) * step})
+            raise ValueError(f"{name} {size} is not a multiple of {step} pixels (the codec's space_factor {space_factor} "
+                             f"x the decoder's patch_size {patch_size}); use e.g. {' or '.join(map(str, near))}")

@@ -69,15 +69,13 @@ def activate_gaussians(
     dirs: Tensor,  # [..., N, 3] unit ray directions (world)
     cfg: GaussianActivationConfig,
     footprint: Tensor | None = None,  # [..., N] block width per unit distance (footprint scale mode)
-    unit: Tensor | None = None,  # [..., N] or broadcastable: the scene's length unit (near, far, max_scale in it)
     prior: Tensor | None = None,  # [..., N] a known distance along each ray (an input depth), 0 = none
 ) -> Gaussians:
     if raw.shape[-1] != RAW_CHANNELS:
         raise ValueError(f"raw Gaussian channels must be {RAW_CHANNELS}, got {raw.shape[-1]}")
     dist_x, rgb_x, scale_x, quat_x, opac_x = raw.split([1, 3, 3, 4, 1], dim=-1)
     w = torch.sigmoid(dist_x - cfg.distance_bias)
-    unit = torch.ones((), dtype=raw.dtype, device=raw.device) if unit is None else unit.to(raw.dtype)
-    distance = (cfg.near * (1 - w) + cfg.far * w) * unit[..., None]
+    distance = cfg.near * (1 - w) + cfg.far * w
     if prior is not None:  # where the distance is known, the raw channel only corrects it, within bounds
         corrected = prior[..., None].to(raw.dtype) * torch.exp(cfg.prior_log_range * torch.tanh(dist_x))
         distance = torch.where(prior[..., None] > 0, corrected, distance)
@@ -88,8 +86,8 @@ def activate_gaussians(
             raise ValueError("scale_mode='footprint' needs each Gaussian's pixel footprint")
         scales = torch.exp(scale_x - cfg.scale_bias) * (distance * footprint[..., None])
     else:
-        scales = torch.exp(scale_x - cfg.scale_bias) * unit[..., None]
-    scales = torch.minimum(scales, cfg.max_scale * unit[..., None])
+        scales = torch.exp(scale_x - cfg.scale_bias)
+    scales = scales.clamp_max(cfg.max_scale)
     # A tiny constant keeps the quaternion defined when the head outputs zeros.
     quats = F.normalize(quat_x + torch.tensor([1e-6, 0, 0, 0], dtype=raw.dtype, device=raw.device), dim=-1)
     opacities = torch.sigmoid(opac_x[..., 0] - cfg.opacity_bias)

@@ -1,4 +1,4 @@
-"""The evaluation protocol's sampling rules (docs/evaluation.md), in one place.
+"""The evaluation protocol's split of a clip (docs/evaluation.md), in one place.
 
 A test sample is one scene with one *held-out* trajectory: the decoder reads every other
 trajectory (all frames); targets are ``num_frames`` evenly spaced frames of every trajectory.
@@ -6,19 +6,18 @@ Scores against ground truth count only the held-out trajectory, and never its fr
 Lyra trajectory starts at the same view, so that frame is also a source frame.
 
 ``lightning test`` (through ``ClipDataModule``'s test split) and ``benchmarks/`` both call
-:func:`heldout_split`; nothing else decides which views and frames are scored.
+:func:`heldout_split`; nothing else decides which views and frames are scored. It lives with the
+data (the test split is a way of sampling clips); ``lyra.eval`` scores what it selects.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # lyra.data imports lyra.eval (the test split): annotations only
-    from lyra.data.clip import Clip
+from lyra.data.clip import Clip
 
 
 def target_frames(num_frames: int, count: int) -> Tensor:  # [count] frame indices
