@@ -4,8 +4,8 @@ Not a method. Every Gaussian whose source pixel has a known depth is slid along 
 clip's depth there (its scale follows, as footprint scales do), optionally with log-normal errors
 of a chosen size: ``bias`` (one per source frame, as a decoder's misjudged scene scale) and
 ``noise`` (one per Gaussian), both fixed per scene. Everything else (colours, shapes, opacities)
-is still the decoder's, and it trains against these positions. docs/benchmarks.md ("Student
-quality", section 6) has what it measured.
+is still the decoder's, and it trains against these positions. docs/experiments.md (section 6)
+has what it measured.
 """
 
 from __future__ import annotations

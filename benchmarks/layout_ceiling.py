@@ -1,6 +1,6 @@
 """What could a *perfect* student reach with a given Gaussian layout?
 
-    python benchmarks/layout_ceiling.py                                  # the table in docs/benchmarks.md
+    python benchmarks/layout_ceiling.py                                  # the table in docs/experiments.md
     python benchmarks/layout_ceiling.py --strides 8 4 --frame-strides 1 --scenes 1 --steps 20
     python benchmarks/layout_ceiling.py --scenes 1 --heldout spiral --frame-strides 4 --strides 4 \
         --fit all opacities colors scales means            # which parameters the fit needs

@@ -44,14 +44,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import yaml
-from jsonargparse import set_parsing_settings
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
 
 from lyra.callbacks.progress_log import ProgressLog, ScheduleCutWarning
 from lyra.data.codecs.frames import check_clip_size
+from lyra.data.shards import read_manifest
+from lyra.models import decoders
+from lyra.models.decoders import GaussianDecoder
+from lyra.models.teacher import TeacherModule
 from lyra.utils.atomic import atomic_write_text
 
 BASE_KEY = "_base_"
@@ -77,8 +86,6 @@ def _import(class_path: str) -> Any:
 
 def _codec_spec(codec: Any) -> dict | None:
     """The codec facts of a codec config (class_path + init_args), plus its class name (``name``)."""
-    from jsonargparse import Namespace
-
     if not isinstance(codec, Namespace) or not codec.get("class_path"):
         return None
     cls = _import(codec.class_path)
@@ -87,8 +94,6 @@ def _codec_spec(codec: Any) -> dict | None:
 
 
 def _cache_config(init: Any) -> dict | None:
-    from lyra.data.shards import read_manifest
-
     try:
         return read_manifest(init.get("shard_dir"))["config"]
     except (FileNotFoundError, TypeError):
@@ -99,8 +104,6 @@ def codec_spec_from_config(data: Any) -> dict | None:
     """The decoder-facing codec facts of a data config (a ``ClipDataModule`` namespace), without
     instantiating anything heavy: from a cache's manifest, or from the teacher's codec settings.
     None when the config does not say (another data module, or a cache not written yet)."""
-    from jsonargparse import Namespace
-
     init = data.get("init_args") if isinstance(data, Namespace) else None
     if init is None:
         return None
@@ -114,8 +117,6 @@ def codec_spec_from_config(data: Any) -> dict | None:
 def check_decoder_class(decoder: Any) -> None:
     """A decoder config must name a decoder, not the ``GaussianDecoder`` interface (which has no
     layers and no forward: it used to fail deep inside training)."""
-    from lyra.models import decoders
-    from lyra.models.decoders import GaussianDecoder
 
     class_path = decoder.get("class_path") if decoder is not None else None
     if not class_path:
@@ -236,9 +237,6 @@ class LyraCLI(LightningCLI):
             decoder.init_args[name] = value
 
     def _check_clip_sizes(self, cfg: Any) -> None:
-        from jsonargparse import Namespace
-
-        from lyra.models.teacher import TeacherModule
 
         def side(ns: Any, key: str) -> Any:
             return ns.get(key) if isinstance(ns, Namespace) else None
@@ -338,8 +336,6 @@ def checkpoint_dirs(trainer: Trainer) -> list[str]:
 
 
 def _ckpts(folder: str, last_only: bool = False) -> list[str]:
-    import fsspec
-
     fs, path = fsspec.core.url_to_fs(folder)
     if not fs.isdir(path):
         return []
@@ -377,8 +373,6 @@ def refuse_overwriting_a_run(trainer: Trainer) -> None:
 def check_checkpoint_file(path: str | os.PathLike, option: str = "--ckpt_path") -> None:
     """A checkpoint file must exist and be what ``torch.save`` writes (a zip archive); anything else
     used to surface as EOFError / KeyError / miniz errors from deep inside torch.load."""
-    import fsspec
-
     fs, p = fsspec.core.url_to_fs(str(path))
     fix = ("pass a checkpoint written by `lightning fit` (e.g. <run>/tb/version_0/checkpoints/last.ckpt), or `last` "
            "to resume the run in --trainer.default_root_dir")
@@ -432,8 +426,6 @@ class RunConfigSnapshot(SaveConfigCallback):
         if trainer.is_global_zero:
             text = self.parser.dump(self.config, skip_none=False)
             if "://" in folder:
-                import fsspec
-
                 fs, path = fsspec.core.url_to_fs(f"{folder.rstrip('/')}/{name}")
                 if fs.exists(path) and not self.overwrite:
                     raise RuntimeError(f"{folder}/{name} exists; not overwriting a previous run's config")

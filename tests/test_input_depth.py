@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from lyra.models.decoders.input_depth import depth_features, fill_holes, perturb_depth, warp_depth
-from lyra.models.student_inputs import input_depth
+from lyra.models.decoders.input_depth import depth_features, fill_holes, landing_cells, perturb_depth, warp_depth
+from lyra.models.student_inputs import decoder_inputs as decoder_inputs_of
+from lyra.models.student_inputs import input_coverage, input_depth, input_pixel_depth_pairs
 from lyra.render.cameras import look_at, make_intrinsics
 
 from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
@@ -187,3 +188,32 @@ def test_student_reads_the_first_source_frame_with_noise_fixed_per_scene():
         exact(batch)
     with pytest.raises(ValueError, match="input_depth_noise"):
         tiny_student(lpips=False, input_depth_noise=-1.0)
+
+
+def test_landing_cells_are_where_the_lifted_image_shows_something():
+    depth = torch.full((1, H, W), 3.0)
+    depth[:, :4] = 0  # sky rows: their rays land far out, still something to show
+    cam = _camera((0.0, 0.0, -3.0))[None]
+    same = landing_cells(depth, cam, K[None], cam[None], K[None, None], (16, 16))
+    assert same.all()  # from its own camera the image covers every cell
+    side = landing_cells(depth, cam, K[None], _camera((2.0, 0.0, -2.0))[None, None], K[None, None], (16, 16))
+    assert 0.05 < float((~side).float().mean()) < 0.9  # turned away: holes beyond the image's edge
+
+
+def test_student_weights_the_holes_and_supervises_the_input_pixels_depth():
+    batch = synthetic_batch()
+    batch.src_depth = 2.5 + torch.rand(1, 2, 5, 32, 32)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True)
+    covered = input_coverage(dec, batch, (16, 16))
+    assert covered.shape == (1, 6, 16, 16) and covered.any()
+    pred, target = input_pixel_depth_pairs(dec, dec(batch.latents, batch.src_c2w, batch.src_K,
+                                                    **decoder_inputs_of(dec, batch)), batch)
+    torch.testing.assert_close(target, batch.src_depth[:, 0, 0])
+    assert (pred - input_depth(batch, False)).abs().max() < 1e-3  # the correction starts at zero
+    plain = tiny_student(lpips=False, decoder=dec)
+    weighted = tiny_student(lpips=False, decoder=dec, hole_weight=4.0, input_pixel_depth=True)
+    plain.loss.weights["gaussian_depth"] = weighted.loss.weights["gaussian_depth"] = 1.0
+    a, b = plain._step(batch, "train")[0].terms, weighted._step(batch, "train")[0].terms
+    assert not torch.allclose(a["gaussian_depth"], b["gaussian_depth"])  # the input pixels joined the term
+    with pytest.raises(ValueError, match="hole_weight needs a decoder that reads the input depth"):
+        tiny_student(lpips=False, hole_weight=1.0)

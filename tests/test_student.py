@@ -200,6 +200,12 @@ def test_rendering_loss_takes_plain_images():
         plain(rgb, target, None, target_depth)
     with pytest.raises(ValueError, match="\\[..., H, W, 3\\]"):
         plain(rgb, target[..., :2])
+    # A per-pixel weight: the MSE of the weighted pixels, normalised by the weights.
+    weight = torch.ones(2, 3, 16, 16)
+    weight[..., :8] = 0
+    se = ((rgb - target) ** 2).mean(-1)
+    assert plain(rgb, target, pixel_weight=weight).terms["mse"] == pytest.approx(float(se[..., 8:].mean()))
+    assert plain(rgb, target, pixel_weight=torch.full((2, 3, 16, 16), 7.0)).terms["mse"] == pytest.approx(float(se.mean()))
     full = RenderingLoss(lpips_weight=0.5, lpips_net="alex", lpips_size=32, opacity_regularizer=True)
     big, big_target = torch.rand(2, 48, 48, 3, generator=g), torch.rand(2, 48, 48, 3, generator=g)
     out = full(big, big_target, opacities=torch.full((2, 10), 0.25))

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lyra.render.cameras import resize_intrinsics
+
 OPTIONAL_TENSORS = ("depth", "gt_rgb")
 PER_FRAME_FIELDS = ("rgb", "c2w", "K", "time") + OPTIONAL_TENSORS  # indexed by pixel frame
 
@@ -178,8 +180,6 @@ class ClipBatch:
             lead = x.shape[:-3]
             y = torch.nn.functional.avg_pool2d(x.reshape(-1, H, W, 3).permute(0, 3, 1, 2), factor)
             return y.permute(0, 2, 3, 1).reshape(*lead, H // factor, W // factor, 3)
-
-        from lyra.render.cameras import resize_intrinsics
 
         c = factor // 2
         return replace(self, rgb=area(self.rgb), gt_rgb=area(self.gt_rgb),

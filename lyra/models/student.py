@@ -20,8 +20,8 @@ from lyra.models.checkpoints import (DECODER_RECORD, check_optimizer_state, chec
                                      first_non_finite, load_decoder_weights)
 from lyra.models.decoders import GaussianDecoder
 from lyra.models.optim import LRSchedule, adamw, lr_factor
-from lyra.models.student_inputs import (decoder_inputs, input_depth, read_input_depth, source_depth_pairs,
-                                       target_times)
+from lyra.models.student_inputs import (decoder_inputs, input_coverage, input_depth, input_pixel_depth_pairs,
+                                       read_input_depth, source_depth_pairs, target_times)
 from lyra.models.visuals import log_validation_visuals
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import save_ply
@@ -63,6 +63,12 @@ class StudentModule(L.LightningModule):
             (:mod:`lyra.models.student_inputs`). The procedural teacher's depth is exact; a real
             pipeline's comes from a monocular estimate. 0: as given. Training, validation and test
             only: ``predict_step`` (scene generation) reads the depth as given.
+        hole_weight: extra weight, in the MSE, of the target pixels the decoder's input frame does
+            not show (its holes: disocclusions, beyond its edges; ``input_coverage``): 1 + this.
+            Needs a decoder built with ``input_depth``. 0: every pixel the same.
+        input_pixel_depth: also supervise the input pixels' depths (in their input camera) with the
+            clip's depth in the ``gaussian_depth`` term: the decoder learns to correct the input
+            depth it reads (``input_depth_noise``) from the views.
     """
 
     def __init__(
@@ -85,14 +91,19 @@ class StudentModule(L.LightningModule):
         export_ply: bool = False,
         orbit_frames: int = 16,
         input_depth_noise: float = 0.0,
+        hole_weight: float = 0.0,
+        input_pixel_depth: bool = False,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        if input_depth_noise < 0:
-            raise ValueError(f"input_depth_noise must be >= 0, got {input_depth_noise}")
+        if input_depth_noise < 0 or hole_weight < 0:
+            raise ValueError(f"input_depth_noise and hole_weight must be >= 0, got {input_depth_noise}, {hole_weight}")
+        if hole_weight > 0 and not decoder.config.input_depth:
+            raise ValueError("hole_weight needs a decoder that reads the input depth (input_depth: true): the holes "
+                             "are where the input frame, lifted with it, shows nothing")
         self.save_hyperparameters(ignore=["decoder", "renderer", "loss", "evaluation"])
         self.decoder = decoder
         self.renderer = renderer if renderer is not None else GaussianRenderer()
@@ -175,11 +186,21 @@ class StudentModule(L.LightningModule):
         r = self.render_targets(g, batch)
         B, V, F = batch.rgb.shape[:3]
         depth = batch.depth.reshape(B, V * F, *batch.depth.shape[-2:]) if batch.depth is not None else None
-        pred = target = None
+        pred = target = weight = None
         if self.loss.weights["gaussian_depth"] > 0 and batch.src_depth is not None and self.hparams.prune_keep is None:
             pred, target = source_depth_pairs(self.decoder, g, batch)  # pruned Gaussians no longer lie on a grid
+            if self.hparams.input_pixel_depth and self.decoder.config.input_image_gaussians:
+                lead = tuple(g.batch_shape)
+                pixels = input_pixel_depth_pairs(self.decoder, g, batch)
+                pred, target = (torch.cat([a.reshape(*lead, -1), b.reshape(*lead, -1)], -1)
+                                for a, b in zip((pred, target), pixels))
+        if self.hparams.hole_weight > 0:
+            H, W = batch.rgb.shape[-3:-1]
+            holes = ~input_coverage(self.decoder, batch, (H // 2, W // 2))
+            weight = 1 + self.hparams.hole_weight * holes.repeat_interleave(2, -2).repeat_interleave(2, -1).float()
         out = self.loss(r.rgb, batch.rgb.reshape(r.rgb.shape), r.depth, depth, r.alpha, g.opacities,
-                        depth_is_metric=batch.depth_is_metric, gaussian_depth=pred, gaussian_depth_target=target)
+                        depth_is_metric=batch.depth_is_metric, gaussian_depth=pred, gaussian_depth_target=target,
+                        pixel_weight=weight)
         if not torch.isfinite(out.total):
             raise FloatingPointError(f"non-finite {stage} loss ({ {k: float(v) for k, v in out.terms.items()} }); "
                                      "lower the learning rate or check the clip data for NaNs")

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lyra.data.clip import ClipBatch
 from lyra.models.decoders import GaussianDecoder, perturb_depth
+from lyra.models.decoders.input_depth import landing_cells
 from lyra.render.gaussians import Gaussians
 
 
@@ -72,7 +73,8 @@ def source_depth_pairs(
     batch: ClipBatch,
 ) -> tuple[Tensor, Tensor]:  # [B, (M,) V, F, gh, gw] each grid Gaussian's depth and the clip's depth there
     """For a dynamic decoder, a target time's Gaussians are compared only in the source frames shot at
-    that time (elsewhere the scene may have moved): other frames get target 0 (unknown)."""
+    that time (elsewhere the scene may have moved): other frames get target 0 (unknown). The input
+    pixels are left out (``input_pixel_depth_pairs``)."""
     pred = decoder.gaussian_depths(g, batch.src_c2w, batch.src_depth.shape[-2:])
     target = decoder.grid_depth(batch.src_depth)
     if decoder.is_dynamic:
@@ -85,3 +87,41 @@ def source_depth_pairs(
 
 def target_times(batch: ClipBatch) -> Tensor:  # [B, M] the scene time of every target view
     return batch.time.reshape(batch.batch_size, -1)
+
+
+def input_pixel_depth_pairs(
+    decoder: GaussianDecoder,
+    g: Gaussians,  # batch [B] or [B, M]: the input pixels are the last H * W Gaussians of each set
+    batch: ClipBatch,
+) -> tuple[Tensor, Tensor]:  # [B, (M,) H, W] each input pixel's depth in its input camera and the clip's there
+    """The input pixels lie on their input frame's rays: their depth in that camera against the clip's
+    depth of that frame (which the decoder read with ``input_depth_noise``; 0 = unknown, the sky)."""
+    H, W = batch.src_depth.shape[-2:]
+    time = batch.src_time
+    target = target_times(batch) if decoder.is_dynamic else None
+    frames = decoder.input_frames(batch.src_c2w, batch.src_K, input_depth(batch, decoder.is_dynamic), time, target)
+    rows = torch.arange(frames.frame.shape[0], device=frames.frame.device)[:, None]
+    clip_depth = batch.src_depth[:, 0][rows, frames.frame]  # [B, M, H, W]
+    means = g.means[..., -H * W:, :].reshape(*frames.frame.shape, H, W, 3)  # [B, M, H, W, 3]
+    cam = frames.c2w[:, :, None, None]
+    pred = ((means - cam[..., :3, 3]) * cam[..., :3, 2]).sum(-1)
+    return (pred, clip_depth) if decoder.is_dynamic else (pred[:, 0], clip_depth[:, 0])
+
+
+def input_coverage(
+    decoder: GaussianDecoder,
+    batch: ClipBatch,
+    grid: tuple[int, int],  # (gh, gw) cells over each target image
+) -> Tensor:  # [B, V*F, gh, gw] bool: True where a pixel of the input frame (sky included) lands
+    """Which parts of every target view the decoder's input frame shows: its holes (False) are
+    disocclusions and the world beyond its edges. A dynamic decoder's target view m reads set m."""
+    B, V, F_ = batch.rgb.shape[:3]
+    target = target_times(batch) if decoder.is_dynamic else None
+    frames = decoder.input_frames(batch.src_c2w, batch.src_K, input_depth(batch, decoder.is_dynamic), batch.src_time,
+                                  target)
+    cams, Ks = batch.c2w.reshape(B, V * F_, 4, 4), batch.K.reshape(B, V * F_, 3, 3)
+    if decoder.is_dynamic:  # one target view per set: each with its own input frame
+        covered = landing_cells(frames.depth.flatten(0, 1), frames.c2w.flatten(0, 1), frames.K.flatten(0, 1),
+                                cams.flatten(0, 1)[:, None], Ks.flatten(0, 1)[:, None], grid)
+        return covered.reshape(B, V * F_, *grid)
+    return landing_cells(frames.depth[:, 0], frames.c2w[:, 0], frames.K[:, 0], cams, Ks, grid)

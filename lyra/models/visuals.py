@@ -12,6 +12,7 @@ from lyra.data.clip import ClipBatch
 from lyra.render.gaussians import Gaussians
 from lyra.render.renderer import Renders
 from lyra.render.trajectories import orbit
+from lyra.viz.video import write_video
 
 
 def _depth_to_rgb(depth: Tensor) -> Tensor:  # [..., H, W] -> [..., H, W, 3] grey, near = bright
@@ -58,6 +59,5 @@ def log_validation_visuals(
         writer.add_video("val/orbit_video", frames.permute(0, 3, 1, 2)[None], step, fps=8)
     log_dir = getattr(module.trainer, "log_dir", None)
     if log_dir:  # TensorBoard videos need moviepy; an mp4 beside the logs needs nothing extra
-        from lyra.viz.video import write_video
 
         write_video(Path(log_dir) / "val_orbit" / f"step{step:07d}.mp4", frames, fps=8)

@@ -35,7 +35,7 @@ def gsplat_cuda_available() -> bool:
     if not torch.cuda.is_available():
         return False
     try:
-        from gsplat.cuda._backend import _C  # noqa: F401  (JIT-builds or loads the extension)
+        from gsplat.cuda._backend import _C  # noqa: F401  (optional gsplat; JIT-builds or loads its CUDA kernels)
     except Exception:
         return False
     return _C is not None
@@ -177,7 +177,7 @@ def rasterization(
         raise ValueError("backend='gsplat' needs CUDA tensors and gsplat's compiled kernels; use backend='torch' "
                          "(any device) or 'auto'")
     if use_gsplat and N > 0:
-        import gsplat
+        import gsplat  # optional (lyra[gsplat]): only the CUDA path needs it
 
         colors_out, alphas, meta = gsplat.rasterization(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,

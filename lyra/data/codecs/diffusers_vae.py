@@ -26,6 +26,7 @@ import os
 import warnings
 from pathlib import Path
 
+import diffusers
 import torch
 from torch import Tensor, nn
 
@@ -69,14 +70,11 @@ def load_video_vae(path: str | os.PathLike, dtype: torch.dtype | str = torch.flo
     if name not in SUPPORTED_VAES:
         raise ValueError(f"{config_file} names _class_name={name!r}, which DiffusersVideoVAE does not "
                          f"support; supported classes: {supported}")
-    import diffusers  # deferred: importing diffusers takes seconds
 
     return getattr(diffusers, name).from_pretrained(path, torch_dtype=_as_dtype(dtype), local_files_only=True)
 
 
 def _family(model: nn.Module) -> str:
-    import diffusers
-
     for name in SUPPORTED_VAES:
         if isinstance(model, getattr(diffusers, name)):
             return name
@@ -130,7 +128,6 @@ class DiffusersVideoVAE(VideoCodec):
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no VAE config at {path / 'config.json'}; pass a local folder written by "
                                     "save_pretrained")
-        import diffusers
 
         name = json.loads((path / "config.json").read_text()).get("_class_name")
         if name not in SUPPORTED_VAES:

@@ -24,6 +24,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES,
+)
 
 DepthOutput = Literal["auto", "relative_inverse", "metric"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -59,8 +63,6 @@ class MonocularDepth(nn.Module):
         super().__init__()
         if not 0.0 < near < far:
             raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-        from transformers.models.auto.modeling_auto import MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES
 
         folder = check_model_dir(path, "depth model")
         config = json.loads((folder / "config.json").read_text())

@@ -29,11 +29,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import diffusers
+import imageio.v3 as iio
 import torch
 import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from lyra.data.codecs.base import VideoCodec
+from lyra.data.codecs.diffusers_vae import DiffusersVideoVAE
 from lyra.data.generators.base import ClipGenerator, GeneratedClip
 from lyra.data.generators.depth import MonocularDepth, check_model_dir
 from lyra.data.generators.point_cache import CachePlan, mask_to_latent_grid, plan_cache
@@ -54,7 +59,6 @@ def load_video_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.f
         raise ValueError(f"{str(folder)!r} holds {name or 'no diffusers _class_name'!r}, not a supported video "
                          f"transformer; expected one of {SUPPORTED_TRANSFORMERS} (forward(hidden_states, timestep, "
                          "encoder_hidden_states)) saved with save_pretrained")
-    import diffusers
 
     cls = getattr(diffusers, name)
     if importlib.util.find_spec("accelerate") is not None:
@@ -65,8 +69,6 @@ def load_video_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.f
 
 def _load_state_by_hand(cls: type, folder: Path, dtype: torch.dtype) -> nn.Module:
     """Build from config.json, load the (possibly sharded) safetensors, cast all but the fp32-pinned tensors."""
-    from safetensors.torch import load_file
-
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else [
         "diffusion_pytorch_model.safetensors"]
@@ -93,8 +95,6 @@ def load_image(
 ) -> Tensor:  # [H, W, 3] float in [0, 1]
     """Centre-crop to the target aspect ratio, then resize (antialiased) to height x width."""
     if isinstance(image, (str, os.PathLike)):
-        import imageio.v3 as iio
-
         image = torch.as_tensor(iio.imread(image))[..., :3]
     if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[-1] != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
@@ -138,7 +138,6 @@ class Gen3CGenerator(ClipGenerator):
         dtype = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError("dtype must be a floating torch dtype such as 'float32' or 'bfloat16'")
-        from diffusers import FlowMatchEulerDiscreteScheduler
 
         trajectories = list(LYRA_TRAJECTORIES[:num_views] if trajectories is None else trajectories)
         unknown = [k for k in trajectories if k not in LYRA_TRAJECTORIES]
@@ -151,8 +150,6 @@ class Gen3CGenerator(ClipGenerator):
         if output_depth not in ("cache", "none"):
             raise ValueError(f"output_depth must be 'cache' or 'none', got {output_depth!r}")
         if isinstance(vae_or_codec, (str, os.PathLike)):
-            from lyra.data.codecs.diffusers_vae import DiffusersVideoVAE
-
             vae_or_codec = DiffusersVideoVAE(vae_or_codec, dtype=dtype)
         if not isinstance(vae_or_codec, VideoCodec):
             raise TypeError(f"vae_or_codec must be a lyra VideoCodec or a local VAE directory, got "

@@ -71,7 +71,11 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         latent_skip: also map every latent pixel straight to its Gaussians' raw values with a
             zero-initialised linear layer beside the body.
         latent_frames_per_view: with ``gaussian_frames="latent"``, how many latent frames of each
-            trajectory emit Gaussians, evenly spaced, the first and the last included (``None``: all).
+            trajectory emit Gaussians, evenly spaced from ``first_latent_frame`` to the last, both
+            included (``None``: all).
+        first_latent_frame: with ``gaussian_frames="latent"``, the first latent frame of each trajectory
+            that emits Gaussians: 0 (all), or 1: not the one holding the input frame (every trajectory
+            starts there; with ``input_image_gaussians`` its pixels show that view already).
         input_depth: also read the input frame's depth (static: the input image, trajectory 0 frame
             0; dynamic: the input video's frame nearest each target time; GEN3C's 3D cache) warped
             into every source camera: it enters the tokens through a zero-initialised embed, and every
@@ -115,6 +119,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         gaussian_frames: GaussianFrames = "all",
         latent_skip: bool = False,
         latent_frames_per_view: int | None = None,
+        first_latent_frame: int = 0,
         input_depth: bool = False,
         input_depth_range: float = 0.5,
         input_depth_fill: int = 8,
@@ -134,6 +139,9 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         if latent_frames_per_view is not None and (gaussian_frames != "latent" or latent_frames_per_view < 1):
             raise ValueError("latent_frames_per_view needs gaussian_frames='latent' and a count >= 1 "
                              f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
+        if first_latent_frame < 0 or (first_latent_frame and gaussian_frames != "latent"):
+            raise ValueError(f"first_latent_frame must be >= 0 (and > 0 only with gaussian_frames='latent'), got "
+                             f"{first_latent_frame} with gaussian_frames={gaussian_frames!r}")
         if input_depth_fill < 0:
             raise ValueError(f"input_depth_fill must be >= 0 cells, got {input_depth_fill}")
         if input_image_gaussians and not input_depth:
@@ -143,7 +151,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                                                    scale_bias=scale_bias, opacity_bias=opacity_bias, scale_mode=scale_mode,
                                                    prior_log_range=input_depth_range)
         self.layout = GaussianLayout(time_factor, space_factor, causal_first_frame, density, gaussian_frames,
-                                     latent_frames_per_view, self.activation)
+                                     latent_frames_per_view, self.activation, first_latent_frame)
         width = body.width
         # Parts in the order the earlier single-class layout registered them, so an optimizer state
         # saved by it (parameters by position) still fits.

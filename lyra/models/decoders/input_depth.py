@@ -94,6 +94,29 @@ def warp_depth(
     return fill_holes(out, ((sky_hits > 0) & ~hit).reshape(B, *lead, gh, gw), fill)
 
 
+@torch.no_grad()
+def landing_cells(
+    depth: Tensor,  # [B, H, W] z-depth of one image, 0 = unknown (sky: its rays land far out)
+    c2w_src: Tensor,  # [B, 4, 4] its camera
+    K_src: Tensor,  # [B, 3, 3] its intrinsics, for (H, W)
+    c2w: Tensor,  # [B, C, 4, 4] the cameras to see it from
+    K: Tensor,  # [B, C, 3, 3] their intrinsics, for (H, W)
+    grid: tuple[int, int],  # (gh, gw) cells over each target image
+    near: float = 1e-3,
+) -> Tensor:  # [B, C, gh, gw] bool: True where a (sub-)pixel of the image lands, its sky included
+    """Where the image, lifted with its depth, shows something in each camera; the rest are its holes."""
+    B, H, W = depth.shape
+    gh, gw = grid
+    points, _ = unproject_depth(depth, c2w_src, K_src, max(1, math.ceil(POINTS_PER_CELL * max(gh / H, gw / W))))
+    uv, z = world_to_pixels(points[:, None], c2w_to_viewmat(c2w.to(points.dtype)), K.to(points.dtype))
+    col, row = torch.floor(uv[..., 0] * (gw / W)).long(), torch.floor(uv[..., 1] * (gh / H)).long()
+    lands = (z > near) & (col >= 0) & (col < gw) & (row >= 0) & (row < gh)
+    spare = torch.full_like(col, gh * gw)
+    hits = torch.zeros((*col.shape[:2], gh * gw + 1), dtype=torch.int32, device=depth.device).scatter_add(
+        2, torch.where(lands, row * gw + col, spare), lands.to(torch.int32))
+    return (hits[..., :-1] > 0).reshape(*col.shape[:2], gh, gw)
+
+
 def fill_holes(
     depth: Tensor,  # [..., gh, gw] 0 = unknown
     sky: Tensor,  # [..., gh, gw] bool: unknown cells that stay unknown
