@@ -18,10 +18,7 @@ import torch
 
 from lyra.data.codecs import DEFAULT_LATENT_CHANNELS, DCTCodec, DiffusersVideoVAE, VideoCodec
 from lyra.data.procedural import ProceduralWorld
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [N, ...] x2 -> [N]
-    return -10 * torch.log10((a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-12))
+from lyra.metrics import psnr
 
 
 def best_time(fn, repeats: int, device: torch.device) -> float:
@@ -44,7 +41,8 @@ def measure(codec: VideoCodec, clips: torch.Tensor, repeats: int) -> dict:  # cl
     z = codec.encode(clips)
     out = codec.decode(z)
     frames = clips.shape[0] * clips.shape[1]
-    p = psnr(out, clips)
+    N, T, H, W, _ = clips.shape
+    p = psnr(out.float().reshape(N, T * H, W, 3), clips.float().reshape(N, T * H, W, 3))  # one PSNR per clip
     return dict(
         enc_fps=frames / best_time(lambda: codec.encode(clips), repeats, device),
         dec_fps=frames / best_time(lambda: codec.decode(z), repeats, device),

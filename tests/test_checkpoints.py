@@ -5,8 +5,6 @@ before anything is generated."""
 
 from __future__ import annotations
 
-import shutil
-import zipfile
 from pathlib import Path
 
 import lightning as L

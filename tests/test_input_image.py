@@ -7,7 +7,7 @@ from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 from lyra.data.clip import Clip, ClipBatch
 from lyra.models.decoders import StaticGaussianDecoder
 from lyra.models.decoders.activations import colour_logits
-from lyra.render.cameras import c2w_to_viewmat, pixel_rays, world_to_pixels
+from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
 from lyra.render.renderer import GaussianRenderer
 
 H = W = 32  # decoder_inputs: 4x4 latents, space factor 8

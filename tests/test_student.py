@@ -12,9 +12,8 @@ from lyra.data.clip import Clip, ClipBatch
 from lyra.eval import parallax_bin_labels
 from lyra.losses.depth import depth_loss, normalize_depth
 from lyra.losses.rendering import RenderingLoss
-from lyra.models import StudentModule, load_decoder_weights
+from lyra.models import load_decoder_weights
 from lyra.models.student_inputs import source_depth_pairs
-from lyra.render import GaussianRenderer
 from lyra.render.gaussians import Gaussians
 
 from conftest import synthetic_batch, tiny_decoder, tiny_student
