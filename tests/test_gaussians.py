@@ -140,6 +140,11 @@ def test_cat_to_detach_to_dict():
     assert c.num_gaussians == 8 and torch.equal(c.colors[:, 3:], b.colors) and torch.equal(c.means[:, :3], a.means)
     with pytest.raises(ValueError, match="sh_degree"):
         Gaussians.cat([a, make(3, batch=(2,), k=9)])
+    # along a batch dim: sets of the same size joined (the dynamic decoder's target times, decoded in chunks)
+    sets = Gaussians.cat([make(3, batch=(2, 1), seed=1), make(3, batch=(2, 2), seed=2)], batch_dim=1)
+    assert sets.batch_shape == (2, 3) and sets.num_gaussians == 3
+    with pytest.raises(ValueError, match="must match but along the dim joined"):
+        Gaussians.cat([make(3, batch=(2, 1)), make(4, batch=(2, 1))], batch_dim=1)
     d = c.to(torch.float64)
     assert d.dtype == torch.float64 and d.colors.dtype == torch.float64
     assert_same(d.to(torch.float32), c)

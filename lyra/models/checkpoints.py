@@ -45,6 +45,25 @@ def first_non_finite(named: Iterable[tuple[str, Any]]) -> tuple[str, str] | None
     return name, "NaN" if bool(torch.isnan(t.detach()).any()) else "Inf"
 
 
+def refuse_non_finite(
+    named: Iterable[tuple[str, Any]],  # (name, tensor) of the weights to check
+    step: int,
+    consequence: str,  # what happens instead, e.g. "training stopped"
+    strategy: Any = None,  # a Lightning strategy with several ranks: all of them agree first
+) -> None:
+    """Never keep training on, or write, weights holding NaN / Inf."""
+    bad = first_non_finite(named)
+    ok = bad is None
+    if strategy is not None:
+        ok = strategy.reduce_boolean_decision(ok, all=True)
+    if not ok:
+        what = f"{bad[0]} contains {bad[1]}" if bad else "another rank's weights hold NaN or Inf"
+        raise FloatingPointError(
+            f"non-finite weights after training step {step}: {what} (the first such parameter); {consequence}, "
+            "earlier checkpoints are kept. Resume from the last good one (--ckpt_path last) with a lower learning "
+            "rate or stronger gradient clipping, or check the clips for extreme values")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A Lightning checkpoint file, read without running any code it may carry (``weights_only``)."""
     fix = "pass a checkpoint written by `lightning fit` (<run>/tb/version_0/checkpoints/*.ckpt) or a save_pretrained folder"

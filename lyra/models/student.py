@@ -11,20 +11,19 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import Tensor
 
 from lyra.data.clip import ClipBatch
-from lyra.eval.geometry import depth_errors
+from lyra.eval.export import export_test_scenes
 from lyra.eval.report import EvalConfig, EvalReport
 from lyra.eval.summary import format_table, summarize
 from lyra.losses.rendering import LossOutput, RenderingLoss
 from lyra.metrics.image import psnr
 from lyra.models.checkpoints import (DECODER_RECORD, check_optimizer_state, check_student_checkpoint,
-                                     first_non_finite, load_decoder_weights)
+                                     load_decoder_weights, refuse_non_finite)
 from lyra.models.decoders import GaussianDecoder
 from lyra.models.optim import LRSchedule, adamw, lr_factor
-from lyra.models.student_inputs import (decoder_inputs, input_coverage, input_depth, input_pixel_depth_pairs,
-                                       read_input_depth, source_depth_pairs, target_times)
+from lyra.models.student_inputs import (decoder_inputs, depth_report, depth_terms, hole_weights, read_input_depth,
+                                       target_times)
 from lyra.models.visuals import log_validation_visuals
 from lyra.render.gaussians import Gaussians
-from lyra.render.ply import save_ply
 from lyra.render.renderer import GaussianRenderer, Renders
 
 
@@ -170,10 +169,7 @@ class StudentModule(L.LightningModule):
             raise ValueError(f"time_chunk must be >= 1, got {chunk}")
         parts = [self(batch, target[:, lo:lo + chunk], depth_noise=0.0).to("cpu")
                  for lo in range(0, target.shape[1], chunk)]
-        fields = ("means", "quats", "scales", "opacities", "colors")
-        g = parts[0] if len(parts) == 1 else Gaussians(
-            *(torch.cat([getattr(p, n) for p in parts], dim=1) for n in fields), check_values=False)
-        return {"gaussians": g, "target_time": target.to("cpu"), "meta": meta}
+        return {"gaussians": Gaussians.cat(parts, batch_dim=1), "target_time": target.to("cpu"), "meta": meta}
 
     def render_targets(self, g: Gaussians, batch: ClipBatch) -> Renders:  # fields [B, V*F, H, W(, 3)]
         B, V, F, H, W, _ = batch.rgb.shape
@@ -188,16 +184,9 @@ class StudentModule(L.LightningModule):
         depth = batch.depth.reshape(B, V * F, *batch.depth.shape[-2:]) if batch.depth is not None else None
         pred = target = weight = None
         if self.loss.weights["gaussian_depth"] > 0 and batch.src_depth is not None and self.hparams.prune_keep is None:
-            pred, target = source_depth_pairs(self.decoder, g, batch)  # pruned Gaussians no longer lie on a grid
-            if self.hparams.input_pixel_depth and self.decoder.config.input_image_gaussians:
-                lead = tuple(g.batch_shape)
-                pixels = input_pixel_depth_pairs(self.decoder, g, batch)
-                pred, target = (torch.cat([a.reshape(*lead, -1), b.reshape(*lead, -1)], -1)
-                                for a, b in zip((pred, target), pixels))
+            pred, target = depth_terms(self.decoder, g, batch, self.hparams.input_pixel_depth)  # pruned: off the grid
         if self.hparams.hole_weight > 0:
-            H, W = batch.rgb.shape[-3:-1]
-            holes = ~input_coverage(self.decoder, batch, (H // 2, W // 2))
-            weight = 1 + self.hparams.hole_weight * holes.repeat_interleave(2, -2).repeat_interleave(2, -1).float()
+            weight = hole_weights(self.decoder, batch, self.hparams.hole_weight)
         out = self.loss(r.rgb, batch.rgb.reshape(r.rgb.shape), r.depth, depth, r.alpha, g.opacities,
                         depth_is_metric=batch.depth_is_metric, gaussian_depth=pred, gaussian_depth_target=target,
                         pixel_weight=weight)
@@ -224,19 +213,11 @@ class StudentModule(L.LightningModule):
 
     # ---- test: the evaluation protocol (docs/evaluation.md) -------------------------------------------------
 
-    @torch.no_grad()
     def depth_error(self, g: Gaussians, batch: ClipBatch) -> dict[str, Tensor] | None:  # values [B]
-        """The geometry line of the report (``lyra.eval.geometry.depth_errors``); None without metric
-        source depth or with pruned Gaussians."""
+        """The report's geometry line (``depth_report``); None without metric depth or when pruned."""
         if batch.src_depth is None or not batch.depth_is_metric or self.hparams.prune_keep is not None:
             return None
-        pred, target = source_depth_pairs(self.decoder, g, batch)
-        given = None
-        if self.decoder.config.input_depth:
-            read = input_depth(batch, self.decoder.is_dynamic, self.hparams.input_depth_noise)
-            given = self.decoder.input_depth_prior(batch.src_c2w, batch.src_K, read, batch.src_time,
-                                                   target_times(batch) if self.decoder.is_dynamic else None)
-        return depth_errors(pred, target, given)
+        return depth_report(self.decoder, g, batch, self.hparams.input_depth_noise)
 
     def on_test_start(self) -> None:
         self.report = EvalReport(self.eval_config).to(self.device)
@@ -256,7 +237,7 @@ class StudentModule(L.LightningModule):
         ids = [f"{m.get('index', f'r{self.global_rank}_b{batch_idx}_{b}')}" for b, m in enumerate(batch.meta)]
         g = self.score(batch, self.report, ids or None)
         if self.hparams.export_ply:
-            self._export(g, batch, ids)
+            export_test_scenes(g, batch, ids, self.test_dir / "ply")
 
     def on_test_epoch_end(self) -> None:
         assert self.report is not None
@@ -272,18 +253,6 @@ class StudentModule(L.LightningModule):
     @property
     def test_dir(self) -> Path:
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
-
-    def _export(self, g: Gaussians, batch: ClipBatch, ids: list[str]) -> None:
-        out = self.test_dir / "ply"
-        g = g.detach().to("cpu")
-        for b in range(batch.batch_size):
-            held = batch.meta[b].get("heldout_name") if batch.meta else None
-            name = f"scene_{ids[b] if ids else b}" + (f"_without_{held}" if held else "")
-            if self.decoder.is_dynamic:
-                for m, t in enumerate(batch.time[b].reshape(-1).tolist()):
-                    save_ply(out / name / f"t{m:03d}_{t:.3f}.ply", g[b, m])
-            else:
-                save_ply(out / f"{name}.ply", g[b])
 
     # ---- optimisation and scale-out -------------------------------------------------------------------------
 
@@ -321,17 +290,8 @@ class StudentModule(L.LightningModule):
         self._refuse_non_finite(self.named_parameters(), "training stopped")
 
     def _refuse_non_finite(self, named: Any, consequence: str) -> None:
-        """Never keep training on, or write, weights holding NaN / Inf (all ranks agree first)."""
-        bad = first_non_finite(named)
-        ok = bad is None
-        if self._trainer is not None and self.trainer.world_size > 1:
-            ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
-        if not ok:
-            what = f"{bad[0]} contains {bad[1]}" if bad else "another rank's weights hold NaN or Inf"
-            raise FloatingPointError(
-                f"non-finite weights after training step {self.global_step}: {what} (the first such parameter); "
-                f"{consequence}, earlier checkpoints are kept. Resume from the last good one (--ckpt_path last) "
-                "with a lower learning rate or stronger gradient clipping, or check the clips for extreme values")
+        several = self._trainer is not None and self.trainer.world_size > 1
+        refuse_non_finite(named, self.global_step, consequence, self.trainer.strategy if several else None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from lyra.data.clip import ClipBatch
+from lyra.eval.geometry import depth_errors
 from lyra.models.decoders import GaussianDecoder, perturb_depth
 from lyra.models.decoders.input_depth import landing_cells
 from lyra.render.gaussians import Gaussians
@@ -125,3 +126,51 @@ def input_coverage(
                                 cams.flatten(0, 1)[:, None], Ks.flatten(0, 1)[:, None], grid)
         return covered.reshape(B, V * F_, *grid)
     return landing_cells(frames.depth[:, 0], frames.c2w[:, 0], frames.K[:, 0], cams, Ks, grid)
+
+
+def depth_terms(
+    decoder: GaussianDecoder,
+    g: Gaussians,  # batch [B] or [B, M], as the decoder returned them
+    batch: ClipBatch,
+    input_pixels: bool = False,
+) -> tuple[Tensor, Tensor]:  # [B, (M,) N] the Gaussians' depths and the clip's there, 0 = unknown
+    """What the ``gaussian_depth`` loss term compares: the grid Gaussians in their source frames
+    (``source_depth_pairs``), and with ``input_pixels`` the input pixels in their input camera too."""
+    pred, target = source_depth_pairs(decoder, g, batch)
+    lead = tuple(g.batch_shape)
+    pred, target = pred.reshape(*lead, -1), target.reshape(*lead, -1)
+    if input_pixels and decoder.config.input_image_gaussians:
+        pixels = input_pixel_depth_pairs(decoder, g, batch)
+        pred = torch.cat([pred, pixels[0].reshape(*lead, -1)], -1)
+        target = torch.cat([target, pixels[1].reshape(*lead, -1)], -1)
+    return pred, target
+
+
+def hole_weights(
+    decoder: GaussianDecoder,
+    batch: ClipBatch,
+    weight: float,  # extra weight of a hole pixel
+) -> Tensor:  # [B, V*F, H, W] 1 where the input frame shows the target pixel, 1 + weight in its holes
+    """Pixel weights of the image loss that single out what the input frame does not show; its
+    coverage is found on a half-resolution grid (a z-buffer of its points, not a render)."""
+    H, W = batch.rgb.shape[-3:-1]
+    holes = ~input_coverage(decoder, batch, (H // 2, W // 2))
+    return 1 + weight * holes.repeat_interleave(2, -2).repeat_interleave(2, -1).float()
+
+
+@torch.no_grad()
+def depth_report(
+    decoder: GaussianDecoder,
+    g: Gaussians,  # batch [B] or [B, M]
+    batch: ClipBatch,
+    noise: float,  # the input depth noise the decoder read
+) -> dict[str, Tensor]:  # values [B] (``lyra.eval.geometry.depth_errors``)
+    """The geometry line of the test report: the Gaussians' depth errors, and where the decoder
+    read an input depth, that depth's error beside theirs."""
+    pred, target = source_depth_pairs(decoder, g, batch)
+    given = None
+    if decoder.config.input_depth:
+        read = input_depth(batch, decoder.is_dynamic, noise)
+        given = decoder.input_depth_prior(batch.src_c2w, batch.src_K, read, batch.src_time,
+                                          target_times(batch) if decoder.is_dynamic else None)
+    return depth_errors(pred, target, given)

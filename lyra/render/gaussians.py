@@ -147,19 +147,26 @@ class Gaussians:
         return {n: getattr(self, n) for n in _FIELDS}
 
     @classmethod
-    def cat(cls, items: Sequence["Gaussians"]) -> "Gaussians":
-        """Concatenate along N; batch shapes and colour layouts (RGB / SH degree) must match."""
+    def cat(cls, items: Sequence["Gaussians"], batch_dim: int | None = None) -> "Gaussians":
+        """Concatenate along N (default; batch shapes must match), or along batch dim ``batch_dim``
+        (the other batch dims and N must match); colour layouts (RGB / SH degree) must match."""
         items = list(items)
         if not items:
             raise ValueError("Gaussians.cat needs at least one Gaussians")
         first = items[0]
         for i, g in enumerate(items[1:], start=1):
-            if g.batch_shape != first.batch_shape or g.sh_degree != first.sh_degree:
+            a = tuple(g.batch_shape) + (g.num_gaussians,)
+            b = tuple(first.batch_shape) + (first.num_gaussians,)
+            if batch_dim is None:
+                a, b = a[:-1], b[:-1]
+            else:
+                a, b = a[:batch_dim] + a[batch_dim + 1:], b[:batch_dim] + b[batch_dim + 1:]
+            if a != b or g.sh_degree != first.sh_degree:
                 raise ValueError(
-                    f"Gaussians.cat: item {i} has batch_shape {tuple(g.batch_shape)} and sh_degree {g.sh_degree}, "
-                    f"item 0 has {tuple(first.batch_shape)} and {first.sh_degree}; they must match"
-                )
-        dim = len(first.batch_shape)
+                    f"Gaussians.cat: item {i} has batch_shape {tuple(g.batch_shape)}, {g.num_gaussians} Gaussians and "
+                    f"sh_degree {g.sh_degree}, item 0 has {tuple(first.batch_shape)}, {first.num_gaussians} and "
+                    f"{first.sh_degree}; they must match but along the dim joined")
+        dim = len(first.batch_shape) if batch_dim is None else batch_dim
         return cls(*(torch.cat([getattr(g, n) for g in items], dim=dim) for n in _FIELDS), check_values=False)
 
     # ---- indexing --------------------------------------------------------------------------------
