@@ -64,7 +64,8 @@ class ProgressLog(L.Callback):
         rate = done / elapsed if elapsed > 0 else 0.0
         of = f"/{total} ({100 * done / total:.0f}%)" if total else ""
         left = f"  left ~{_duration((total - done) / rate)}" if total and rate > 0 and done < total else ""
-        print(f"[{stage}] {unit} {done}{of}{extra}  {rate:.2f} {unit}s/s  elapsed {_duration(elapsed)}{left}",
+        plural = "batches" if unit == "batch" else f"{unit}s"
+        print(f"[{stage}] {unit} {done}{of}{extra}  {rate:.2f} {plural}/s  elapsed {_duration(elapsed)}{left}",
               file=self.stream, flush=True)
 
     @staticmethod
