@@ -10,7 +10,10 @@ Stages (each timed, with its peak memory, in meta.json):
 4. ``export``: ``scene.ply`` (or the dynamic ``scene/`` folder); 5. ``render``: videos, sheets, paths.
 
 The output is written to a hidden sibling folder (``.NAME.partial-PID``) and renamed to NAME at the
-very end, so a failed or interrupted run never leaves a folder that looks complete.
+very end, so a failed or interrupted run never leaves a folder that looks complete. The output never
+overlaps an input (``--out`` equal to, inside or around the decoder, an image, a camera file ... is
+refused before anything runs), and ``--overwrite`` replaces only a folder lyra wrote (it holds the
+``OUTPUT_MARKER`` file).
 
 Memory: the teacher is freed before the decoder runs; with ``offload`` the decoder waits on the CPU
 until then and goes back after decoding, so teacher and decoder are never on the GPU together.
@@ -22,14 +25,19 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lyra.inference.outputs import OUTPUT_MARKER, replaceable
 from lyra.inference.progress import StageLog, set_progress
 from lyra.inference.video import DEFAULT_SCENE_DEPTH
+from lyra.utils.errors import LyraUsageError
+from lyra.utils.limits import check_render_budget
+from lyra.utils.paths import check_outputs_apart
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 FORMAT = "lyra.generate/1"
@@ -85,6 +93,7 @@ class GenerateOptions:
     teacher_chunk: int | None = None
     seed: int = 0
     progress: bool = True
+    force: bool = False  # accept camera-file intrinsics / depth that look wrong for the video
 
 
 def _source(o: GenerateOptions) -> str:
@@ -104,9 +113,38 @@ def default_out(o: GenerateOptions) -> Path:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; pass a folder name")
+        raise LyraUsageError(f"--out {str(out)!r} is a file; pass a folder name")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to replace it or another --out")
+        raise LyraUsageError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to replace it or another "
+                             "--out")
+    if overwrite and not replaceable(out):
+        raise LyraUsageError(f"--out {str(out)!r} was not written by lyra (it has no {OUTPUT_MARKER} file), so "
+                             "--overwrite will not delete it; pass another --out, or delete the folder yourself")
+
+
+def _inputs(o: GenerateOptions) -> dict[str, str | None]:
+    """Every file or folder the run reads, by option: the output may overlap none of them."""
+    paths = {"--decoder": o.decoder, "--image": o.image, "--video": o.video, "--cameras": o.cameras,
+             "--teacher": o.teacher, "--vae": None if o.vae == "dct" else o.vae, "--depth-model": o.depth_model,
+             "--t2i": o.t2i}
+    paths.update({f"--camera-path {p}": p for p in o.camera_paths})
+    return paths
+
+
+def _check_numbers(o: GenerateOptions) -> None:
+    """What the command line's types check, for callers of ``generate`` from Python: never a default for 0."""
+    for name in ("frames", "num_times", "render_chunk", "decode_chunk", "teacher_chunk", "orbit_frames", "steps",
+                 "t2i_steps"):
+        value = getattr(o, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise LyraUsageError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+    checks = {"fov": (1.0, 170.0), "orbit_degrees": (1.0, 360.0), "fps": (0.1, 1000.0), "path_scale": (1e-9, math.inf),
+              "scene_depth": (1e-9, math.inf), "world_scale": (1e-9, math.inf)}
+    for name, (low, high) in checks.items():
+        value = getattr(o, name)
+        if value is not None and not (math.isfinite(float(value)) and low <= float(value) <= high):
+            raise LyraUsageError(f"--{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], "
+                                 f"got {value!r}")
 
 
 def _pipeline_part(folder: Path, name: str) -> Path:
@@ -144,14 +182,15 @@ def generate(o: GenerateOptions) -> Path:
     set_progress(o.progress)
     kind = _source(o)
     out = Path(o.out) if o.out else default_out(o)
+    check_outputs_apart(out, "--out", _inputs(o))  # before anything is read, written or deleted
     _check_out(out, o.overwrite)
-    device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_numbers(o)
+    try:
+        device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise LyraUsageError(f"--device {o.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {o.device} asks for CUDA, which this machine does not have; use --device cpu")
-    for name in ("render_chunk", "decode_chunk", "teacher_chunk", "orbit_frames", "steps", "t2i_steps"):
-        value = getattr(o, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        raise LyraUsageError(f"--device {o.device} asks for CUDA, which this machine does not have; use --device cpu")
     if o.background not in BACKGROUNDS:
         raise ValueError(f"--background must be one of {sorted(BACKGROUNDS)}, got {o.background!r}")
     torch.manual_seed(o.seed)
@@ -163,9 +202,9 @@ def generate(o: GenerateOptions) -> Path:
     decoder, info = load_decoder(o.decoder)
     dynamic = decoder.is_dynamic
     train = info.training
-    T = o.frames or train["num_frames"]
-    W, H = o.size or (train["width"], train["height"])
-    fov = o.fov or float(train.get("fov_deg", 60.0))
+    T = o.frames if o.frames is not None else train["num_frames"]
+    W, H = o.size if o.size is not None else (train["width"], train["height"])
+    fov = o.fov if o.fov is not None else float(train.get("fov_deg", 60.0))
     facts = _codec_facts(decoder)
     try:
         DCTCodec(latent_channels=1, time_factor=facts["time_factor"], space_factor=facts["space_factor"],
@@ -198,6 +237,9 @@ def generate(o: GenerateOptions) -> Path:
     cam_args = dict(trajectories=trajectories, camera_paths=list(o.camera_paths), anchor=o.anchor,
                     path_scale=o.path_scale, magnitude=o.magnitude)
     build_teacher, codec_desc = _teacher_builder(o, kind, decoder, info, T, H, W, fov, dynamic, device, cam_args)
+    views = max(1, len(trajectories or []) + len(o.camera_paths))  # the video source brings one
+    check_render_budget(views * T, W, H, "lyra generate (the input-view renders)")
+    check_render_budget(o.orbit_frames, W, H, "lyra generate (orbit.mp4)")
 
     # ---- 2-5. the work, in a hidden folder renamed at the end ----
     from lyra.inference.outputs import staged_folder, write_meta
@@ -328,7 +370,7 @@ def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, T: int, H: in
             raise ValueError("--video brings its own cameras (--cameras); --trajectories, --camera-path and "
                              "--magnitude do not apply")
         codec, codec_desc = _codec(o, facts, device)
-        gen = VideoTeacher(o.video, o.cameras, scene_depth=o.scene_depth, world_scale=o.world_scale)
+        gen = VideoTeacher(o.video, o.cameras, scene_depth=o.scene_depth, world_scale=o.world_scale, force=o.force)
 
         def build():
             return TeacherModule(gen, codec(), T, H, W).to(device), lambda: None
