@@ -301,7 +301,7 @@ def _cmd_view(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
+    parser = types.OneLineParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (else one line)")
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=N",
                         help=f"raise a size limit for this run ({', '.join(LIMITS)}; docs/limits.md)")

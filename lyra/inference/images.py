@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from lyra.utils.errors import LyraUsageError
-from lyra.utils.limits import check_limit
+from lyra.utils.limits import check_limit, how_to_raise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_SIDE = 16384
@@ -77,7 +78,10 @@ def read_image(
     if p.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{p}: unknown image format {p.suffix or '(no suffix)'!r}; pass one of {', '.join(IMAGE_SUFFIXES)}")
     try:
-        with Image.open(p) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our pixels limit below says more
+            img = Image.open(p)
+        with img:
             W0, H0 = img.size
             check_limit("pixels", W0 * H0, f"{p} ({W0}x{H0})")  # before decoding: a small file can claim a huge image
             if max(H0, W0) > MAX_SIDE:
@@ -96,8 +100,12 @@ def read_image(
                 img = img.convert("RGBA")
             elif mode not in ("RGB", "RGBA"):
                 raise ValueError(f"{p} has colour mode {mode}; convert it to 8-bit RGB")
-            a = np.asarray(ImageOps.exif_transpose(img))  # the camera's orientation tag, applied
-    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+            a = np.array(ImageOps.exif_transpose(img))  # the camera's orientation tag, applied (a writable copy)
+    except Image.DecompressionBombError:  # PIL's own guard, at twice its MAX_IMAGE_PIXELS, fires before ours
+        raise LyraUsageError(f"{p}: its header claims more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, beyond the "
+                             f"pixels limit ({how_to_raise('pixels')}) and what PIL decodes at all; downscale "
+                             "it") from None
+    except (OSError, SyntaxError) as err:
         raise ValueError(f"{p} is not a readable image ({type(err).__name__}: {err}); save it again as 8-bit RGB "
                          "PNG or JPEG") from None
     if a.shape[-1] == 4:

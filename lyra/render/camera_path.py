@@ -29,9 +29,9 @@ MAX_IMAGE_SIZE = 16384  # pixels per side; one 16384^2 RGB float frame is alread
 
 def _pixels(value: object, name: str) -> int:
     """An image side as a plain int (Python, numpy or 0-d torch integers), or a TypeError."""
-    if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
-        value = None  # float(64.5) or "64" must not silently become pixels
     try:
+        if isinstance(value, (bool, float, str)):  # 64.5, 64.0 or "64" must not silently become pixels
+            raise TypeError
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int number of pixels, got {value!r}") from None

@@ -96,3 +96,11 @@ def device(text: str) -> str:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"device {text!r} is not supported; use cpu, cuda or cuda:N")
     return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (``prog: error: ... (see prog --help)``),
+    exit status 2, like every other error of the ``lyra`` commands."""
+
+    def error(self, message: str):  # noqa: D102  (argparse's hook)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -62,9 +62,10 @@ def debug_enabled(flag: bool = False) -> bool:
     return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def run_reporting_errors(run: Callable[[], object], prog: str, debug: bool = False) -> int:
-    """Call ``run``; an expected failure prints ``<prog>: error: <one line>`` to stderr and gives 2
-    (``--debug`` / LYRA_DEBUG=1 re-raise it for the traceback); Ctrl-C gives 130."""
+def run_reporting_errors(run: Callable[[], object], prog: str, debug: bool = False,
+                         message: Callable[[BaseException], str] = describe) -> int:
+    """Call ``run``; an expected failure prints ``<prog>: error: <one line>`` (``message(err)``) to stderr
+    and gives 2 (``--debug`` / LYRA_DEBUG=1 re-raise it for the traceback); Ctrl-C gives 130."""
     try:
         run()
     except KeyboardInterrupt:
@@ -75,6 +76,6 @@ def run_reporting_errors(run: Callable[[], object], prog: str, debug: bool = Fal
     except EXPECTED_ERRORS as err:
         if debug_enabled(debug):
             raise
-        print(f"{prog}: error: {describe(err)}", file=sys.stderr)
+        print(f"{prog}: error: {message(err)}", file=sys.stderr)
         return 2
     return 0
