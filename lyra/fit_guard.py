@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from typing import Any
 
@@ -21,6 +22,7 @@ from lyra.utils.errors import LyraUsageError, describe
 from lyra.utils.run_lock import FolderLock
 
 _held: list[FolderLock] = []
+_last_folder: list[str] = []  # the run folder of the latest fit, for messages after its lock is released
 
 
 def lock_run_folder(trainer: Any) -> None:
@@ -29,6 +31,7 @@ def lock_run_folder(trainer: Any) -> None:
     if not trainer.is_global_zero or "://" in folder:  # object stores have no file locks
         return
     _held.append(FolderLock(folder, "`lightning fit`").acquire())
+    _last_folder[:] = [folder]
 
 
 def release_run_folders() -> None:
@@ -72,4 +75,6 @@ def one_line(err: BaseException) -> str:
                    if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line]
         if reasons:
             return reasons[0]
+    if isinstance(err, OSError) and err.filename is None and err.errno in (errno.EFBIG, errno.ENOSPC) and _last_folder:
+        return f"writing the run's files in {_last_folder[0]} failed: {describe(err)}"  # torch.save names no file
     return describe(err)
