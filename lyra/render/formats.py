@@ -234,9 +234,9 @@ def read_dynamic_index(folder: str | os.PathLike) -> tuple[list[float], list[Pat
         raise ValueError(f"{index}: format {d['format']!r} is not {DYNAMIC_FORMAT!r}")
     if len(d["times"]) != len(d["files"]):
         raise ValueError(f"{index}: {len(d['times'])} times but {len(d['files'])} files; list one file per time")
-    bad = next((t for t in d["times"] if not is_number(t)), None)
-    if bad is not None:
-        raise LyraUsageError(f"{index}: times holds {bad!r}; write scene times as numbers in [0, 1]")
+    bad = [t for t in d["times"] if not is_number(t)]
+    if bad:
+        raise LyraUsageError(f"{index}: times holds {bad[0]!r}; write scene times as numbers in [0, 1]")
     times = _check_times([float(t) for t in d["times"]], index)
     files = [resolve_inside(folder, f, str(index)) for f in d["files"]]  # never a file outside the folder
     missing = [str(f.name) for f in files if not f.is_file()]

@@ -14,6 +14,7 @@ import math
 import os
 import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def _check_claimed_points(path: Path, size: int) -> None:
         try:
             with gzip.open(path, "rb") as z:
                 head = z.read(_GZIP_HEADER.size)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise LyraUsageError(f"{path} is not a readable .spz file ({err}); re-export it") from None
         if len(head) < _GZIP_HEADER.size:
             raise LyraUsageError(f"{path} is not a readable .spz file (its header is cut short); re-export it")
@@ -154,7 +155,7 @@ def load_spz(path: str | os.PathLike) -> Gaussians:
     *_, read_spz, _ = _gsply()
     try:
         data = read_spz(path)
-    except (ValueError, OSError, EOFError, IndexError) as err:
+    except (ValueError, OSError, EOFError, IndexError, zlib.error) as err:  # a damaged gzip stream: zlib.error
         raise ValueError(f"{str(path)!r} is not a readable .spz file ({err}); re-export it") from None
     n = int(data.means.shape[0])
     sh0 = torch.from_numpy(np.asarray(data.sh0, dtype=np.float32).reshape(n, 1, 3))
