@@ -146,10 +146,10 @@ class SceneWriter(BasePredictionWriter):
         return self.output_dir / f"scene_{int(meta.get('index', 0)):06d}"
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        from lyra.inference.pipeline import _check_out
+        from lyra.inference.checks import check_out
 
         for m in batch.meta or [{}]:
-            _check_out(self.folder(m), self.overwrite)  # before the decoder runs
+            check_out(self.folder(m), self.overwrite)  # before the decoder runs
         self._t0 = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lyra.inference.outputs import OUTPUT_MARKER, replaceable
+from lyra.inference.checks import check_numbers, check_out, inputs_of
 from lyra.inference.progress import StageLog, set_progress
 from lyra.inference.video import DEFAULT_SCENE_DEPTH
 from lyra.utils.errors import LyraUsageError
@@ -111,42 +110,6 @@ def default_out(o: GenerateOptions) -> Path:
     return Path("outputs") / "generate" / name
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise LyraUsageError(f"--out {str(out)!r} is a file; pass a folder name")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LyraUsageError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to replace it or another "
-                             "--out")
-    if overwrite and not replaceable(out):
-        raise LyraUsageError(f"--out {str(out)!r} was not written by lyra (it has no {OUTPUT_MARKER} file), so "
-                             "--overwrite will not delete it; pass another --out, or delete the folder yourself")
-
-
-def _inputs(o: GenerateOptions) -> dict[str, str | None]:
-    """Every file or folder the run reads, by option: the output may overlap none of them."""
-    paths = {"--decoder": o.decoder, "--image": o.image, "--video": o.video, "--cameras": o.cameras,
-             "--teacher": o.teacher, "--vae": None if o.vae == "dct" else o.vae, "--depth-model": o.depth_model,
-             "--t2i": o.t2i}
-    paths.update({f"--camera-path {p}": p for p in o.camera_paths})
-    return paths
-
-
-def _check_numbers(o: GenerateOptions) -> None:
-    """What the command line's types check, for callers of ``generate`` from Python: never a default for 0."""
-    for name in ("frames", "num_times", "render_chunk", "decode_chunk", "teacher_chunk", "orbit_frames", "steps",
-                 "t2i_steps"):
-        value = getattr(o, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise LyraUsageError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
-    checks = {"fov": (1.0, 170.0), "orbit_degrees": (1.0, 360.0), "fps": (0.1, 1000.0), "path_scale": (1e-9, math.inf),
-              "scene_depth": (1e-9, math.inf), "world_scale": (1e-9, math.inf)}
-    for name, (low, high) in checks.items():
-        value = getattr(o, name)
-        if value is not None and not (math.isfinite(float(value)) and low <= float(value) <= high):
-            raise LyraUsageError(f"--{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], "
-                                 f"got {value!r}")
-
-
 def _pipeline_part(folder: Path, name: str) -> Path:
     """``folder`` or, for a diffusers pipeline folder, ``folder/name``."""
     return folder / name if not (folder / "config.json").is_file() and (folder / name / "config.json").is_file() else folder
@@ -182,9 +145,9 @@ def generate(o: GenerateOptions) -> Path:
     set_progress(o.progress)
     kind = _source(o)
     out = Path(o.out) if o.out else default_out(o)
-    check_outputs_apart(out, "--out", _inputs(o))  # before anything is read, written or deleted
-    _check_out(out, o.overwrite)
-    _check_numbers(o)
+    check_outputs_apart(out, "--out", inputs_of(o))  # before anything is read, written or deleted
+    check_out(out, o.overwrite)
+    check_numbers(o)
     try:
         device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
