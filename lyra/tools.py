@@ -197,7 +197,7 @@ def _check_even(path: CameraPath) -> None:
 def _write_render(args: argparse.Namespace, frames: Tensor, summary: str) -> None:  # frames [T, H, W, 3]
     """Write the video (read back before it replaces --out) and the sheet; warn when nothing is in view."""
     background = torch.tensor(BACKGROUNDS[args.background])
-    if float((frames - background).abs().amax()) < 1.0 / 255:
+    if all(float((frame - background).abs().amax()) < 1.0 / 255 for frame in frames):  # stops at the first content
         print(f"lyra render: warning: every frame of {args.out} shows only the {args.background} background: nothing "
               f"of {args.ply} is in view (no Gaussians in front of the cameras, or too small, faint or large to "
               "draw); check the scene (lyra view) or the camera path", file=sys.stderr)

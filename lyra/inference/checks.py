@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from lyra.inference.outputs import OUTPUT_MARKER, replaceable
+from lyra.render.trajectories import LYRA_TRAJECTORIES
 from lyra.utils.errors import LyraUsageError
 
 
@@ -46,3 +47,10 @@ def check_numbers(o) -> None:
         if value is not None and not (math.isfinite(float(value)) and low <= float(value) <= high):
             raise LyraUsageError(f"--{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], "
                                  f"got {value!r}")
+
+
+def num_views(trajectories: list[str] | None, camera_paths: list[str]) -> int:
+    """How many trajectories the teacher will make (as ``lyra.inference.teachers`` picks them; a video: 1)."""
+    if trajectories is None and not camera_paths:
+        return len(LYRA_TRAJECTORIES)
+    return max(1, len(trajectories or []) + len(camera_paths))

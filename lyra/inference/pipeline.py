@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lyra.inference.checks import check_numbers, check_out, inputs_of
+from lyra.inference.checks import check_numbers, check_out, inputs_of, num_views
 from lyra.inference.progress import StageLog, set_progress
 from lyra.inference.video import DEFAULT_SCENE_DEPTH
 from lyra.utils.errors import LyraUsageError
@@ -200,7 +200,7 @@ def generate(o: GenerateOptions) -> Path:
     cam_args = dict(trajectories=trajectories, camera_paths=list(o.camera_paths), anchor=o.anchor,
                     path_scale=o.path_scale, magnitude=o.magnitude)
     build_teacher, codec_desc = _teacher_builder(o, kind, decoder, info, T, H, W, fov, dynamic, device, cam_args)
-    views = max(1, len(trajectories or []) + len(o.camera_paths))  # the video source brings one
+    views = 1 if kind == "video" else num_views(trajectories, o.camera_paths)
     check_render_budget(views * T, W, H, "lyra generate (the input-view renders)")
     check_render_budget(o.orbit_frames, W, H, "lyra generate (orbit.mp4)")
 

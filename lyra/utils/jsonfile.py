@@ -50,5 +50,5 @@ def numbers(value: object, what: str, finite: bool = True) -> list:
         elif not is_number(item):
             raise LyraUsageError(f"{where} is {item!r}, not a number; write numbers (no strings, booleans or null)")
         elif finite and not math.isfinite(item):
-            raise LyraUsageError(f"{where} is {item!r}; write finite numbers")
+            raise LyraUsageError(f"{where} is {item!r}; write finite numbers (no NaN or Infinity)")
     return value  # type: ignore[return-value]
