@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 from typing import Any
 
 from lyra.utils.errors import LyraUsageError, describe
@@ -28,7 +29,10 @@ _last_folder: list[str] = []  # the run folder of the latest fit, for messages a
 def lock_run_folder(trainer: Any) -> None:
     """Lock ``trainer.default_root_dir`` for this process (rank 0 only; other ranks share its run)."""
     folder = str(trainer.default_root_dir)
-    if not trainer.is_global_zero or "://" in folder:  # object stores have no file locks
+    # Before fit the strategy has not set its ranks yet: the processes a launcher started say theirs in
+    # the environment (Lightning's subprocess launcher, torchrun, SLURM).
+    launched = any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    if launched or not trainer.is_global_zero or "://" in folder:  # object stores have no file locks
         return
     _held.append(FolderLock(folder, "`lightning fit`").acquire())
     _last_folder[:] = [folder]
