@@ -58,10 +58,12 @@ from lightning.pytorch.cli import (
 from lyra.callbacks.progress_log import ProgressLog, ScheduleCutWarning
 from lyra.data.codecs.frames import check_clip_size
 from lyra.data.shards import read_manifest
+from lyra.fit_guard import check_training_values, lock_run_folder, one_line, release_run_folders
 from lyra.models import decoders
 from lyra.models.decoders import GaussianDecoder
 from lyra.models.teacher import TeacherModule
 from lyra.utils.atomic import atomic_write_text
+from lyra.utils.errors import run_reporting_errors
 
 BASE_KEY = "_base_"
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
@@ -227,6 +229,7 @@ class LyraCLI(LightningCLI):
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
         decoder = cfg.get("model.init_args.decoder")
         check_decoder_class(decoder)
+        check_training_values(cfg)  # lr, batch_size, ...: named before anything is built (lyra.fit_guard)
         self._check_clip_sizes(cfg)
         if decoder is None or not decoder.get("init_args"):
             return
@@ -282,6 +285,7 @@ class LyraCLI(LightningCLI):
             require_last_checkpoint(self.trainer)
 
     def before_fit(self) -> None:
+        lock_run_folder(self.trainer)  # one fit per run folder, taken before the folder is checked
         self._check_ckpt_path(new_run_allowed=True)
 
     def before_validate(self) -> None:
@@ -444,8 +448,24 @@ class RunConfigSnapshot(SaveConfigCallback):
 def main(args: list[str] | None = None) -> None:
     # Nothing in lyra may download weights at run time; fail loudly instead of hanging on a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    LyraCLI(save_config_kwargs={"overwrite": True}, args=args)
+    try:
+        LyraCLI(save_config_kwargs={"overwrite": True}, args=args)
+    finally:
+        release_run_folders()
+
+
+def console_main(args: list[str] | None = None) -> None:
+    """The ``lightning`` command: ``main`` with one-line errors and exit status 2 (``--debug``: traceback)."""
+    from_argv = args is None  # LightningCLI warns when given args while sys.argv holds them too
+    args = list(sys.argv[1:] if from_argv else args)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    if from_argv:
+        sys.argv[1:] = args
+    code = run_reporting_errors(lambda: main(None if from_argv else args), "lightning", debug, one_line)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -6,7 +6,7 @@
     lyra render --ply DIR --time-sweep --out t.mp4      # camera fixed, time 0 -> 1 (--bullet-time T: time fixed)
     lyra camera-path --ply scene.ply --trajectory left --out path.json
     lyra convert scene.ply scene.splat           # or .spz; the suffix picks the format
-    lyra view scene.ply                          # web viewer on http://127.0.0.1:8080
+    lyra view scene.ply                          # web viewer on http://127.0.0.1:8080 (docs/viewer.md: protection)
     lyra generate --procedural 0 --decoder outputs/dynamic   # a scene from the main job's decoder (docs/generate.md)
 
 Cameras follow lyra.render.cameras (OpenCV axes, world up = -y). ``--camera-path`` takes lyra's
@@ -15,12 +15,17 @@ Gaussians: it looks at the median of the means from 20 degrees above, far enough
 holding 95 % of the means fits the view; trajectory magnitudes are the middle of Lyra's ranges
 times that distance. A dynamic scene folder plays camera and time together (the path's ``time``,
 else 0 -> 1); ``--time-sweep`` holds the camera, ``--bullet-time T`` holds the time.
+
+Errors: every expected failure (a file, a permission, a parse, a size limit, a device) prints one line,
+``lyra <command>: error: ...``, naming the file or argument and the fix, and exits 2; ``lyra --debug
+...`` shows the traceback. ``lyra --limit NAME=N ...`` raises a size limit (docs/limits.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -36,8 +41,17 @@ from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.render.renderer import GaussianRenderer
 from lyra.render.trajectories import LYRA_TRAJECTORIES, MAGNITUDE_RANGES, interpolate_poses, make_trajectory, orbit
+from lyra.utils import args as types
+from lyra.utils.errors import LyraUsageError, run_reporting_errors
+from lyra.utils.limits import LIMITS, check_render_budget, env_name, set_limits
 from lyra.viz.demo_scene import demo_scene
-from lyra.viz.video import write_contact_sheet, write_video
+from lyra.viz.video import FPS_RANGE, write_contact_sheet, write_video
+from lyra.data.cache_cli import add_cache_parser
+from lyra.inference.cli import add_generate_parser
+from lyra.inference.paths import load_camera_path, resample
+from lyra.inference.render import render_frames
+from lyra.render.formats import load_dynamic_scene
+from lyra.render.formats import load_scene, save_scene
 
 TRAJECTORIES = (*LYRA_TRAJECTORIES, "orbit")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -117,33 +131,6 @@ def _size(text: str) -> tuple[int, int]:  # "128" or "160x120" (width x height)
     return w, h
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _fov(text: str) -> float:
-    value = float(text)
-    if not 1.0 <= value <= 170.0:
-        raise argparse.ArgumentTypeError(f"fov is a horizontal field of view in degrees within [1, 170], got {text}")
-    return value
-
-
 def _trajectory(text: str) -> str:
     kind = text.replace("-", "_")
     if kind not in TRAJECTORIES:
@@ -155,35 +142,33 @@ def _add_camera_args(p: argparse.ArgumentParser) -> None:
     # Defaults are None so that, with --camera-path, only what the user asked for overrides the file.
     p.add_argument("--trajectory", type=_trajectory, default=None,
                    help=f"one of {', '.join(TRAJECTORIES)} (default orbit)")
-    p.add_argument("--frames", type=_positive_int, default=None, help="number of frames (default 24)")
+    p.add_argument("--frames", type=types.positive_int, default=None, help="number of frames (default 24)")
     p.add_argument("--size", type=_size, default=None, help="N or WxH, even (default 128)")
-    p.add_argument("--fov", type=_fov, default=60.0, help="horizontal field of view in degrees (default 60)")
-    p.add_argument("--magnitude", type=float, default=None,
+    p.add_argument("--fov", type=types.FOV, default=60.0, help="horizontal field of view in degrees (default 60)")
+    p.add_argument("--magnitude", type=types.finite_float, default=None,
                    help="travel of a Lyra trajectory in units of the camera distance (default: middle of its range)")
 
 
 def _load_gaussians(path: Path) -> Gaussians:
-    from plyfile import PlyParseError
-
     if not path.is_file():
         raise FileNotFoundError(f"PLY file {str(path)!r} does not exist; make one with `lyra demo-scene --out {path}`")
-    try:
-        return load_ply(path)
-    except PlyParseError as err:
-        raise ValueError(f"{str(path)!r} is not a readable PLY file ({err}); pass a 3DGS PLY") from None
+    return load_ply(path)  # a damaged or hostile file is a ValueError naming it
 
 
-def _camera_path(args: argparse.Namespace, gaussians: Gaussians | None) -> CameraPath:
+def _camera_path(args: argparse.Namespace, gaussians: Gaussians | None, render: bool = True) -> CameraPath:
+    """The path asked for; its frame count and size are checked against the limits before it is built."""
+    check = check_render_budget if render else (lambda n, w, h, what: check_render_budget(n, 1, 1, what))
     explicit = getattr(args, "camera_path", None)
     if explicit is not None:
         if args.trajectory is not None:
-            raise ValueError("pass either --camera-path or --trajectory, not both")
-        from lyra.inference.paths import load_camera_path, resample  # lyra JSON or nerfstudio camera_path.json
+            raise LyraUsageError("pass either --camera-path or --trajectory, not both")
 
         loaded = load_camera_path(explicit)
         w, h = args.size or (loaded.width, loaded.height)
+        check(args.frames or len(loaded), w, h, f"lyra {args.command} --camera-path {explicit}")
         return resample(loaded, args.frames or len(loaded), h, w)
     w, h = args.size or (128, 128)
+    check(args.frames or 24, w, h, f"lyra {args.command}")
     if gaussians is not None:
         center, distance = frame_scene(gaussians.means, args.fov, w, h)
     else:
@@ -192,40 +177,53 @@ def _camera_path(args: argparse.Namespace, gaussians: Gaussians | None) -> Camer
                             args.magnitude)
 
 
+def _check_even(path: CameraPath) -> None:
+    if path.width % 2 or path.height % 2:
+        raise LyraUsageError(f"the camera path is {path.width}x{path.height}; mp4 needs even sizes: pass --size")
+
+
+def _write_render(args: argparse.Namespace, frames: Tensor, summary: str) -> None:  # frames [T, H, W, 3]
+    """Write the video (read back before it replaces --out) and the sheet; warn when nothing is in view."""
+    background = torch.tensor(BACKGROUNDS[args.background])
+    if all(float((frame - background).abs().amax()) < 1.0 / 255 for frame in frames):  # stops at the first content
+        print(f"lyra render: warning: every frame of {args.out} shows only the {args.background} background: nothing "
+              f"of {args.ply} is in view (no Gaussians in front of the cameras, or too small, faint or large to "
+              "draw); check the scene (lyra view) or the camera path", file=sys.stderr)
+    write_video(args.out, frames, fps=args.fps)
+    if args.sheet:
+        write_contact_sheet(args.sheet, frames)
+    print(f"wrote {args.out} ({summary})" + (f" and {args.sheet}" if args.sheet else ""))
+
+
+def _device(args: argparse.Namespace) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _cmd_render(args: argparse.Namespace) -> None:
     if Path(args.ply).is_dir():
         return _render_dynamic(args)
     if args.time_sweep or args.bullet_time is not None:
-        raise ValueError(f"--time-sweep and --bullet-time play a dynamic scene, but {args.ply!r} is one scene file; "
-                         "pass a dynamic scene folder (t000.ply ... + index.json, as `lyra generate` writes)")
+        raise LyraUsageError(f"--time-sweep and --bullet-time play a dynamic scene, but {args.ply!r} is one scene "
+                             "file; pass a dynamic scene folder (t000.ply ... + index.json, as `lyra generate` writes)")
     gaussians = _load_gaussians(Path(args.ply))
     path = _camera_path(args, gaussians)
-    if path.width % 2 or path.height % 2:
-        raise ValueError(f"the camera path is {path.width}x{path.height}; mp4 needs even sizes: pass --size")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    frames = render_path(gaussians, path, BACKGROUNDS[args.background], device=device)
-    write_video(args.out, frames, fps=args.fps)
-    if args.sheet:
-        write_contact_sheet(args.sheet, frames)
-    print(f"wrote {args.out} ({len(path)} frames, {path.width}x{path.height})"
-          + (f" and {args.sheet}" if args.sheet else ""))
+    _check_even(path)
+    frames = render_path(gaussians, path, BACKGROUNDS[args.background], device=_device(args))
+    _write_render(args, frames, f"{len(path)} frames, {path.width}x{path.height}")
 
 
 def _render_dynamic(args: argparse.Namespace) -> None:
     """4D playback of a dynamic scene folder: frame f shows the Gaussian set nearest in time to the
     frame's scene time. Default: the camera path's ``time`` (else 0 -> 1 over the frames) with the
     camera moving; ``--time-sweep``: the path's first camera, time 0 -> 1; ``--bullet-time T``: time T."""
-    from lyra.inference.render import render_frames
-    from lyra.render.formats import load_dynamic_scene
 
     if args.time_sweep and args.bullet_time is not None:
-        raise ValueError("pass --time-sweep (camera fixed, time runs) or --bullet-time T (time fixed), not both")
+        raise LyraUsageError("pass --time-sweep (camera fixed, time runs) or --bullet-time T (time fixed), not both")
     if args.bullet_time is not None and not 0.0 <= args.bullet_time <= 1.0:
-        raise ValueError(f"--bullet-time takes a scene time in [0, 1], got {args.bullet_time}")
+        raise LyraUsageError(f"--bullet-time takes a scene time in [0, 1], got {args.bullet_time}")
     sets, times = load_dynamic_scene(args.ply)
     path = _camera_path(args, sets[0])
-    if path.width % 2 or path.height % 2:
-        raise ValueError(f"the camera path is {path.width}x{path.height}; mp4 needs even sizes: pass --size")
+    _check_even(path)
     n = len(path)
     if args.time_sweep:
         path = CameraPath(path.c2w[:1].expand(n, 4, 4), path.K[:1].expand(n, 3, 3), path.width, path.height,
@@ -235,16 +233,11 @@ def _render_dynamic(args: argparse.Namespace) -> None:
     elif path.time is None:
         path = CameraPath(path.c2w, path.K, path.width, path.height,
                           torch.linspace(0.0, 1.0, n) if n > 1 else torch.zeros(1))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     frames = render_frames(sets, times, path.c2w, path.K, path.height, path.width, path.time,
-                           BACKGROUNDS[args.background], device=device)
-    write_video(args.out, frames, fps=args.fps)
-    if args.sheet:
-        write_contact_sheet(args.sheet, frames)
+                           BACKGROUNDS[args.background], device=_device(args))
     mode = "time sweep" if args.time_sweep else (f"bullet time t={args.bullet_time:g}" if args.bullet_time is not None
                                                  else "camera and time")
-    print(f"wrote {args.out} ({n} frames, {path.width}x{path.height}, {len(sets)} time steps, {mode})"
-          + (f" and {args.sheet}" if args.sheet else ""))
+    _write_render(args, frames, f"{n} frames, {path.width}x{path.height}, {len(sets)} time steps, {mode}")
 
 
 def _cmd_demo_scene(args: argparse.Namespace) -> None:
@@ -254,38 +247,48 @@ def _cmd_demo_scene(args: argparse.Namespace) -> None:
 
 def _cmd_camera_path(args: argparse.Namespace) -> None:
     gaussians = _load_gaussians(Path(args.ply)) if args.ply else None
-    path = _camera_path(args, gaussians)
+    path = _camera_path(args, gaussians, render=False)
     path.save(args.out)
     print(f"wrote {args.out} ({len(path)} frames, {path.width}x{path.height})")
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    from lyra.render.formats import load_scene, save_scene
-
+    if Path(args.input).resolve() == Path(args.output).resolve():
+        raise LyraUsageError(f"{args.output} is the input file; pass another output name")
     try:
         gaussians = load_scene(args.input)
+        if gaussians.num_gaussians == 0:
+            raise LyraUsageError(f"{args.input} holds no Gaussians; there is nothing to convert")
         save_scene(args.output, gaussians)
+        written = load_scene(args.output).num_gaussians  # read back: never report a file lyra cannot open
     except ImportError as err:  # .spz without the optional gsply package
-        raise ValueError(str(err)) from None
-    print(f"wrote {args.output} ({gaussians.num_gaussians} Gaussians)")
+        raise LyraUsageError(str(err)) from None
+    if written != gaussians.num_gaussians:
+        raise LyraUsageError(f"{args.output} reads back {written} Gaussians, not the {gaussians.num_gaussians} "
+                             "written; the file is damaged (disk full?)")
+    print(f"wrote {args.output} ({written} Gaussians)")
 
 
 def _cmd_view(args: argparse.Namespace) -> None:
     try:
-        from lyra.viewer import view_scene
+        from lyra.viewer import view_scene  # optional (lyra[viewer]): viser is only needed to view
     except ImportError as err:
-        raise ValueError(f"lyra view needs viser ({err}); install it with pip install 'lyra[viewer]'") from None
+        raise LyraUsageError(f"lyra view needs viser ({err}); install it with pip install 'lyra[viewer]'") from None
     # "Ctrl-C to stop" must hold also when the shell started us with SIGINT ignored (a background
     # job of a non-interactive shell, e.g. a CI script): Python then installs no handler of its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        view_scene(args.scene, host=args.host, port=args.port, path_out=args.path_out, path_size=args.path_size)
+        view_scene(args.scene, host=args.host, port=args.port, path_out=args.path_out, path_size=args.path_size,
+                   save_dir=args.save_dir, allow_remote=args.allow_remote)
     except KeyboardInterrupt:  # Ctrl-C while the viewer was still starting: it has stopped; a normal exit
         pass
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
+    parser = types.OneLineParser(prog="lyra", description="Lyra tools: render Gaussian scenes on any device.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (else one line)")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                        help=f"raise a size limit for this run ({', '.join(LIMITS)}; docs/limits.md)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("render", help="render a 3DGS PLY (or a dynamic scene folder) along a camera path to an mp4")
@@ -299,25 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of --trajectory")
     r.add_argument("--time-sweep", action="store_true",
                    help="dynamic folder: the camera stays at the path's first camera while time runs 0 -> 1")
-    r.add_argument("--bullet-time", type=float, default=None, metavar="T",
+    r.add_argument("--bullet-time", type=types.finite_float, default=None, metavar="T",
                    help="dynamic folder: time stays at T in [0, 1] while the camera moves")
     r.add_argument("--background", choices=sorted(BACKGROUNDS), default="white")
-    r.add_argument("--fps", type=_positive_float, default=24.0)
-    r.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    r.add_argument("--fps", type=types.float_in(*FPS_RANGE, "fps (frames per second)"), default=24.0)
+    r.add_argument("--device", type=types.device, default=None,
+                   help="torch device (default: cuda if available, else cpu)")
     _add_camera_args(r)
     r.set_defaults(func=_cmd_render)
 
     d = sub.add_parser("demo-scene", help="write a small procedural Gaussian scene (snowman, tree, ring, ground)")
     d.add_argument("--out", required=True, help="output PLY")
-    d.add_argument("--n", type=_positive_int, default=20000, help="number of Gaussians (default 20000)")
+    d.add_argument("--n", type=types.positive_int, default=20000, help="number of Gaussians (default 20000)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo_scene)
 
     c = sub.add_parser("camera-path", help="export a trajectory as camera path JSON")
     c.add_argument("--out", required=True, help="output JSON")
     c.add_argument("--ply", default=None, help="frame this scene (else use --center and --distance)")
-    c.add_argument("--center", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"))
-    c.add_argument("--distance", type=_positive_float, default=3.0, help="camera distance from --center (default 3)")
+    c.add_argument("--center", type=types.finite_float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"))
+    c.add_argument("--distance", type=types.positive_float, default=3.0, help="camera distance from --center (default 3)")
     _add_camera_args(c)
     c.set_defaults(func=_cmd_camera_path)
 
@@ -328,15 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("view", help="serve a scene file or dynamic scene folder in a web viewer (viser)")
     w.add_argument("scene", help=".ply/.splat/.spz file, or a folder with index.json (docs/viewer.md)")
-    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    w.add_argument("--port", type=_positive_int, default=8080)
-    w.add_argument("--path-out", default="camera_path.json", help="where 'Save path' writes the keyframes")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; another needs --allow-remote)")
+    w.add_argument("--allow-remote", action="store_true",
+                   help="allow --host other than loopback: anyone on that network can see the scene and save paths")
+    w.add_argument("--port", type=types.port, default=8080, help="TCP port, 1..65535 (default 8080)")
+    w.add_argument("--save-dir", default=None,
+                   help="the only folder 'Save path' writes to (default: the scene's folder)")
+    w.add_argument("--path-out", default="camera_path.json",
+                   help="file name (inside --save-dir) 'Save path' writes the keyframes to")
     w.add_argument("--path-size", type=_size, default=None,
                    help="image size of the saved path, N or WxH (default: the browser's view size)")
     w.set_defaults(func=_cmd_view)
-
-    from lyra.data.cache_cli import add_cache_parser  # `lyra cache verify DIR`
-    from lyra.inference.cli import add_generate_parser  # `lyra generate ...` (docs/generate.md)
 
     add_cache_parser(sub)
     add_generate_parser(sub)
@@ -344,16 +351,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``lyra`` command; an expected failure prints one line and exits 2 (``--debug``: traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "render" and not str(args.out).lower().endswith(".mp4"):
         parser.error(f"--out must name an .mp4 file, got {args.out!r}")
     if getattr(args, "sheet", None) and not str(args.sheet).lower().endswith(".png"):
         parser.error(f"--sheet must name a .png file, got {args.sheet!r}")
-    try:
+    saved = {env_name(name): os.environ.get(env_name(name)) for name in LIMITS}  # --limit holds for this run only
+
+    def run() -> None:
+        set_limits(args.limit)
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        parser.exit(2, f"lyra {args.command}: error: {err}\n")
+
+    try:
+        code = run_reporting_errors(run, f"lyra {args.command}", args.debug)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if code:
+        sys.exit(code)
     return 0
 
 

@@ -1,11 +1,19 @@
 """Shared tiny settings and builders for the CPU test suite.
 
 Anything two test files need lives here: the tiny decoder body, synthetic clips and batches,
-and the path of the repository's configs. Fixtures are at the bottom.
+the path of the repository's configs, and the headless Chromium that the viewer tests drive.
+Fixtures are at the bottom.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -83,3 +91,123 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in an empty working directory (configs write outputs/ relative to it)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# ---- a headless browser for the viewer tests (test_viewer.py, test_hostile_viewer.py) ----------------
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+VIEW = 600  # browser viewport, square: see test_viewer.render_in_viewer
+LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp* write them) of sockets listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            addr, hex_port = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.append(addr)
+    return found
+
+
+class Browser:
+    """Headless Chromium on about:blank, driven over the DevTools protocol."""
+
+    def __init__(self) -> None:
+        from websockets.sync.client import connect
+
+        self.profile = tempfile.mkdtemp(prefix="lyra-chromium-")
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
+             "--use-angle=swiftshader", f"--user-data-dir={self.profile}", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-port=0", "--window-size=800,900", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        active = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.time() + 60
+        while not (active.is_file() and active.read_text().strip()):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.close()
+                raise RuntimeError("chromium did not start its DevTools endpoint within 60 s")
+            time.sleep(0.1)
+        port = int(active.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        self.next_id = 0
+        self.events: list[dict] = []
+        self.call("Network.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=VIEW, height=VIEW, deviceScaleFactor=1, mobile=False)
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"DevTools {method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def evaluate(self, js: str):
+        return self.call("Runtime.evaluate", expression=js, returnByValue=True)["result"].get("value")
+
+    def click(self, label: str) -> None:
+        found = self.evaluate(
+            "(() => { const b = [...document.querySelectorAll('button')].find(b => b.textContent.trim() === "
+            f"{json.dumps(label)}); if (!b) return false; b.click(); return true; }})()")
+        assert found, f"no button {label!r} in the viewer page"
+
+    def requested_urls(self) -> list[str]:
+        self.call("Runtime.evaluate", expression="1")  # drain events queued so far
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"] + \
+               [e["params"]["url"] for e in self.events if e.get("method") == "Network.webSocketCreated"]
+
+    def open(self, viewer):
+        """Open ``viewer`` (a lyra.viewer.SceneViewer); return its viser client once the page has connected."""
+        before = set(viewer.server.get_clients())
+        self.call("Page.navigate", url=viewer.url)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            new = [c for cid, c in viewer.server.get_clients().items() if cid not in before]
+            if new:
+                try:
+                    new[0].camera.wxyz  # set once the browser has reported its camera
+                    return new[0]
+                except AssertionError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"the browser did not connect to {viewer.url} within 60 s")
+
+    def close(self) -> None:
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = Browser()
+    yield b
+    b.close()

@@ -24,6 +24,7 @@ from lyra.data.generators import ProceduralGenerator
 from lyra.data.procedural import ProceduralWorld
 from lyra.inference import clips as clips_module
 from lyra.inference.clips import clip_batch, make_clip
+from lyra.inference.outputs import OUTPUT_MARKER
 from lyra.inference.paths import load_camera_path, parse_magnitude
 from lyra.inference.teachers import ProceduralTeacher
 from lyra.models import StudentModule, TeacherModule
@@ -655,13 +656,14 @@ def test_a_failure_mid_run_leaves_no_output_folder(models, tmp_path, monkeypatch
         main(["generate", "--procedural", "0", "--decoder", str(models / "static"), "--frames", "5", "--size", "32",
               "--trajectories", "left", "--out", str(out), *FAST])
     _no_output(out)
-    # and --overwrite keeps the old folder until the new one is complete
+    # and --overwrite keeps the old folder (one lyra wrote: it has the marker) until the new one is complete
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / OUTPUT_MARKER).write_text("")
     with pytest.raises(RuntimeError, match="disk full"):
         main(["generate", "--procedural", "0", "--decoder", str(models / "static"), "--frames", "5", "--size", "32",
               "--trajectories", "left", "--out", str(out), "--overwrite", *FAST])
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "old.txt"]
 
 
 def test_a_decoder_that_reads_the_video_depth_needs_it_in_the_camera_file(models, tmp_path, capsys):

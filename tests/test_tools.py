@@ -127,7 +127,7 @@ def test_errors_are_clear_and_write_nothing(scene, tmp_path, capsys):
     assert "unknown trajectory" in _error(capsys, base + ["--trajectory", "circle"])
     for bad in ("33", "0", "abc", "64x-2", "9000"):
         assert "size" in _error(capsys, base + ["--size", bad])
-    assert "positive integer" in _error(capsys, base + ["--frames", "0"])
+    assert "whole number >= 1" in _error(capsys, base + ["--frames", "0"])
     assert "fov" in _error(capsys, base + ["--fov", "200"])
     assert ".mp4" in _error(capsys, ["render", "--ply", str(scene), "--out", str(tmp_path / "v.gif")])
     (tmp_path / "bad.ply").write_text("not a ply")

@@ -17,12 +17,9 @@ that, and a camera turned by 2 degrees must fail them.
 
 from __future__ import annotations
 
-import json
 import re
 import math
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,36 +50,10 @@ from lyra.viewer import (
 from lyra.render.cameras import look_at
 from lyra.viz.demo_scene import demo_scene
 
-CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
-VIEW = 600  # browser viewport, square: see render_in_viewer
+from conftest import LOOPBACK_HEX, free_port, listening_addresses, needs_chromium
+
 SIZE = 96
 MAE_MAX, PSNR_MIN = 0.012, 28.0
-LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening_addresses(port: int) -> list[str]:
-    """Local addresses (hex, as /proc/net/tcp* write them) of sockets listening on ``port``."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for row in rows:
-            fields = row.split()
-            addr, hex_port = fields[1].rsplit(":", 1)
-            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                found.append(addr)
-    return found
-
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(-10 * np.log10(np.mean((a - b) ** 2)))
@@ -170,7 +141,7 @@ def test_lyra_view_serves_on_loopback_until_ctrl_c(tmp_path):
 def test_binds_loopback_by_default():
     g = demo_scene(300)
     local = SceneViewer([g], port=free_port(), verbose=False)
-    wide = SceneViewer([g], host="0.0.0.0", port=free_port(), verbose=False)
+    wide = SceneViewer([g], host="0.0.0.0", port=free_port(), verbose=False, allow_remote=True)
     try:
         assert listening_addresses(local.server.get_port()) in ([LOOPBACK_HEX], [LOOPBACK_HEX] * 2)
         assert "00000000" in listening_addresses(wide.server.get_port())  # the check tells the two apart
@@ -180,14 +151,16 @@ def test_binds_loopback_by_default():
 
 
 def test_keyframes_without_browser(tmp_path):
-    viewer = SceneViewer([demo_scene(300)] * 2, [0.0, 0.5], port=free_port(), path_size=(64, 48), verbose=False)
+    viewer = SceneViewer([demo_scene(300)] * 2, [0.0, 0.5], port=free_port(), path_size=(64, 48), verbose=False,
+                         save_dir=tmp_path)
     try:
         with pytest.raises(ValueError, match="no keyframes yet"):
             viewer.camera_path()
         viewer.show_frame(1)
         assert viewer.time_slider.value == 1
         viewer.add_keyframe((1, 0, 0, 0), (0, 0, -3), math.radians(50))
-        path = CameraPath.load(viewer.save_path(tmp_path / "p.json"))
+        path = CameraPath.load(viewer.save_path("p.json"))
+        assert viewer.save_path("p.json", overwrite=True) == tmp_path / "p.json"
         assert (path.width, path.height) == (64, 48) and path.time.tolist() == [0.5]
         assert torch.allclose(path.K[0], viewer_intrinsics(math.radians(50), 64, 48))
     finally:
@@ -195,95 +168,6 @@ def test_keyframes_without_browser(tmp_path):
 
 
 # ---- a real browser ---------------------------------------------------------------------------------------
-
-
-class Browser:
-    """Headless Chromium on about:blank, driven over the DevTools protocol."""
-
-    def __init__(self) -> None:
-        from websockets.sync.client import connect
-
-        self.profile = tempfile.mkdtemp(prefix="lyra-chromium-")
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-             "--use-angle=swiftshader", f"--user-data-dir={self.profile}", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--remote-debugging-port=0", "--window-size=800,900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        active = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.time() + 60
-        while not (active.is_file() and active.read_text().strip()):
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.close()
-                raise RuntimeError("chromium did not start its DevTools endpoint within 60 s")
-            time.sleep(0.1)
-        port = int(active.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            page = next(t for t in json.load(r) if t["type"] == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
-        self.next_id = 0
-        self.events: list[dict] = []
-        self.call("Network.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=VIEW, height=VIEW, deviceScaleFactor=1, mobile=False)
-
-    def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=60))
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"DevTools {method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def evaluate(self, js: str):
-        return self.call("Runtime.evaluate", expression=js, returnByValue=True)["result"].get("value")
-
-    def click(self, label: str) -> None:
-        found = self.evaluate(
-            "(() => { const b = [...document.querySelectorAll('button')].find(b => b.textContent.trim() === "
-            f"{json.dumps(label)}); if (!b) return false; b.click(); return true; }})()")
-        assert found, f"no button {label!r} in the viewer page"
-
-    def requested_urls(self) -> list[str]:
-        self.call("Runtime.evaluate", expression="1")  # drain events queued so far
-        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"] + \
-               [e["params"]["url"] for e in self.events if e.get("method") == "Network.webSocketCreated"]
-
-    def open(self, viewer: SceneViewer):
-        """Navigate to the viewer and return its viser client once the page has connected."""
-        before = set(viewer.server.get_clients())
-        self.call("Page.navigate", url=viewer.url)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            new = [c for cid, c in viewer.server.get_clients().items() if cid not in before]
-            if new:
-                try:
-                    new[0].camera.wxyz  # set once the browser has reported its camera
-                    return new[0]
-                except AssertionError:
-                    pass
-            time.sleep(0.1)
-        raise AssertionError(f"the browser did not connect to {viewer.url} within 60 s")
-
-    def close(self) -> None:
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    b = Browser()
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -393,8 +277,9 @@ def test_keyframe_buttons_in_the_page_save_a_camera_path(browser, static_view, s
         while viewer.keyframes < i + 1 and time.time() < deadline:
             time.sleep(0.05)
         assert viewer.keyframes == i + 1, "the 'Add keyframe' click did not reach the server"
-    out = tmp_path / "keys.json"
-    viewer.path_text.value = str(out)
+    out = viewer.save_dir / "keys.json"  # "Save path" writes only inside the scene's folder
+    out.unlink(missing_ok=True)
+    viewer.path_text.value = "keys.json"
     browser.click("Save path")
     deadline = time.time() + 20
     while not out.is_file() and time.time() < deadline:

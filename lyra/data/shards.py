@@ -20,8 +20,9 @@ clips of a discarded shard are simply regenerated. Records (one file each, never
 truth: each carries the teacher's identity, so a lost manifest cannot let another teacher's clips
 in, and the manifest is rebuilt from them, so writers on several ranks never contend for one file.
 A record names only its own shard (``clips-N.json`` -> ``clips-N.safetensors``); anything else is
-refused, so no record can make lyra read or delete a file outside the cache.
-``lyra cache verify DIR`` checks every shard's checksum.
+refused, so no record can make lyra read or delete a file outside the cache; neither can a symlink, nor
+a manifest requesting more clips than the ``clips`` limit (lyra.data.shard_checks).
+``lyra cache verify DIR`` checks every shard's checksum and that its header reads as its record says.
 
 Reading also works from object storage: ``ShardReader`` / ``read_manifest`` take fsspec URLs
 (``s3://bucket/clips``, ``gs://...``, ``memory://...``; ``file://`` is a local folder), so many
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,7 +49,11 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from lyra.data.clip import Clip
+from lyra.data.shard_checks import NUMPY_DTYPES as _NUMPY_DTYPES
+from lyra.data.shard_checks import check_requested, read_header, shard_layout_problem
 from lyra.utils.atomic import atomic_path, atomic_write_text
+from lyra.utils.jsonfile import read_json
+from lyra.utils.paths import resolve_inside
 
 FORMAT = "lyra-clip-shards"
 FORMAT_VERSION = 2  # 2: records carry format, version, config and fields
@@ -118,19 +122,20 @@ def cache_path(root: str | Path | FsPath) -> Path | FsPath:
     return FsPath(str(root), fs)
 
 
-# safetensors dtype names -> numpy (little-endian, as the format stores them)
-_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-                 "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+def inside(root: Path | FsPath, *parts: str) -> Path | FsPath:
+    """``root / parts`` for a cache file; in a local cache resolved and refused if it leads outside
+    (a symlink to elsewhere). Object stores have no symlinks."""
+    if isinstance(root, FsPath):
+        return FsPath(f"{root.url}/{'/'.join(parts)}", root.fs)
+    return resolve_inside(root, "/".join(parts), f"clip cache {root}")
 
 
 def _safetensors_header(path: Path | FsPath, fetch) -> tuple[dict[str, Any], int]:
     """(header, offset of the data) of a safetensors file read through ``fetch([(start, end)])``."""
-    (n,) = struct.unpack("<Q", fetch([(0, 8)])[0])
     try:
-        header = json.loads(fetch([(8, 8 + n)])[0])
+        return read_header(path, path.stat().st_size, lambda a, b: fetch([(a, b)])[0])
     except ValueError as err:
-        raise ValueError(f"shard {path} is not a safetensors file ({err}); {_REGENERATE}") from None
-    return header, 8 + n
+        raise ValueError(f"{err}; {_REGENERATE}") from None
 
 
 def _read_slot(path: Path | FsPath, header: dict[str, Any], base: int, slot: int, fetch) -> dict[str, Any]:
@@ -170,15 +175,17 @@ def shard_name(first_index: int) -> str:
 _REGENERATE = "rerun the same `lightning predict` command (it regenerates missing clips)"
 
 
-def _load_json(path: Path, fix: str) -> Any:
+def _load_json(path: Path | FsPath, fix: str) -> Any:
+    if isinstance(path, Path):
+        return read_json(path, fix)  # size-limited, nesting errors named
     try:
         return json.loads(path.read_bytes())
-    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
-        raise ValueError(f"{path} is not valid JSON ({err}); {fix}") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, bytes that are not UTF-8, deep nesting
+        raise ValueError(f"{path} is not valid JSON ({type(err).__name__}: {err}); {fix}") from None
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    path = cache_path(root) / MANIFEST
+    path = inside(cache_path(root), MANIFEST)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a lyra clip cache; write one with "
                                 "`lightning predict --config configs/generate.yaml` (ClipWriter callback)")
@@ -193,6 +200,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     for key, kind in (("requested", list), ("config", dict), ("fields", (dict, type(None)))):
         if not isinstance(manifest.get(key), kind):
             raise ValueError(f"{path} is not a lyra clip-cache manifest ({key!r} is missing or malformed); {fix}")
+    check_requested(manifest["requested"], path)  # before anything expands the ranges
     return manifest
 
 
@@ -235,7 +243,8 @@ def check_record(rec: Any, path: Path) -> dict[str, Any]:
 
 def read_records(root: str | Path) -> list[dict[str, Any]]:
     """Records of every completed shard, checked (``check_record``), sorted by first clip index."""
-    paths = sorted((cache_path(root) / SHARDS).glob("clips-*.json"), key=str)
+    root = cache_path(root)
+    paths = [inside(root, SHARDS, p.name) for p in sorted((root / SHARDS).glob("clips-*.json"), key=str)]
     recs = [check_record(_load_json(p, f"delete it and its shard {p.with_suffix('.safetensors').name} and "
                                        f"{_REGENERATE}"), p) for p in paths]
     return sorted(recs, key=lambda r: r["indices"][0])
@@ -267,7 +276,10 @@ def sha256_file(path: Path, progress: tqdm | None = None) -> str:
 
 def shard_problem(root: str | Path, rec: dict[str, Any], progress: tqdm | None = None) -> str | None:
     """None when the record's shard is present with its recorded size and sha256, else what is wrong."""
-    path = cache_path(root) / SHARDS / rec["file"]
+    try:
+        path = inside(cache_path(root), SHARDS, rec["file"])
+    except ValueError as err:
+        return f"not read: {err}"
     if not path.is_file():
         return "missing"
     size = path.stat().st_size
@@ -276,7 +288,7 @@ def shard_problem(root: str | Path, rec: dict[str, Any], progress: tqdm | None =
     digest = sha256_file(path, progress)
     if digest != rec["sha256"]:
         return f"corrupt (checksum mismatch: sha256 {digest} != {rec['sha256']} in its record)"
-    return None
+    return shard_layout_problem(path, rec) if isinstance(path, Path) else None
 
 
 def verify_shards(root: str | Path, records: list[dict[str, Any]], progress: bool | None = None,
@@ -514,7 +526,7 @@ class ShardReader:
         return self.root / SHARDS / self.where[index][0]["file"]
 
     def _open(self, rec: dict[str, Any], blob: bytes | None = None) -> Path | FsPath:
-        path = self.root / SHARDS / rec["file"]
+        path = inside(self.root, SHARDS, rec["file"])
         if blob is None and not path.is_file():
             raise FileNotFoundError(f"shard {path} listed in {self.root / MANIFEST} is missing; restore it or "
                                     "regenerate: delete its .json record and rerun the generate command")

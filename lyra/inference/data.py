@@ -22,7 +22,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from lyra.data.clip import Clip, ClipBatch
+from lyra.inference.checks import check_out
 from lyra.inference.clips import check_times, clip_batch, default_times, make_clip
+from lyra.inference.outputs import staged_folder, write_meta, write_scene, write_views
+from lyra.inference.pipeline import BACKGROUNDS, FORMAT
 from lyra.inference.progress import StageLog
 from lyra.models.teacher import TeacherModule
 
@@ -134,7 +137,6 @@ class SceneWriter(BasePredictionWriter):
         overwrite: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
-        from lyra.inference.pipeline import BACKGROUNDS
 
         if background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {sorted(BACKGROUNDS)}, got {background!r}")
@@ -146,15 +148,11 @@ class SceneWriter(BasePredictionWriter):
         return self.output_dir / f"scene_{int(meta.get('index', 0)):06d}"
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        from lyra.inference.pipeline import _check_out
-
         for m in batch.meta or [{}]:
-            _check_out(self.folder(m), self.overwrite)  # before the decoder runs
+            check_out(self.folder(m), self.overwrite)  # before the decoder runs
         self._t0 = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        from lyra.inference.outputs import staged_folder, write_meta, write_scene, write_views
-        from lyra.inference.pipeline import BACKGROUNDS, FORMAT
 
         decode_seconds = round(time.perf_counter() - self._t0, 3)
         g_all, target = prediction["gaussians"], prediction["target_time"]

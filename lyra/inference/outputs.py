@@ -9,6 +9,7 @@
 ``input.png``          the image the teacher started from (image and prompt sources)
 ``cameras/*.json``     every input trajectory and the orbit as camera-path JSON (``lyra render``)
 ``meta.json``          inputs, weights, settings, seed, timings per stage, peak memory, fidelity
+``.lyra-output``       marks the folder as lyra's: only such a folder may be replaced (--overwrite)
 =====================  ==========================================================================
 """
 
@@ -34,29 +35,52 @@ from lyra.render.cameras import look_at
 from lyra.render.formats import save_dynamic_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import save_ply
+from lyra.utils.errors import LyraUsageError
 from lyra.viz.video import to_uint8, write_png, write_video
+
+OUTPUT_MARKER = ".lyra-output"  # in every folder lyra generate / SceneWriter wrote
+
+
+def replaceable(out: Path) -> bool:
+    """``out`` may be replaced: it does not exist, is an empty folder, or holds lyra's marker file
+    (a plain file, not a link someone placed there)."""
+    if not out.exists():
+        return True
+    if not out.is_dir() or out.is_symlink():
+        return False
+    marker = out / OUTPUT_MARKER
+    return not any(out.iterdir()) or (marker.is_file() and not marker.is_symlink())
 
 
 @contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """Yield a hidden sibling ``.NAME.partial-PID`` to write into; it becomes ``out`` only when the
-    block completes (an existing ``out``, with --overwrite, is removed only then) and is deleted if
-    the block fails, so no half-written folder ever looks finished."""
+    block completes (an existing ``out``, with --overwrite, is removed only then, and only if lyra
+    wrote it: ``replaceable``) and is deleted if the block fails, so no half-written folder ever looks
+    finished. The new folder carries ``OUTPUT_MARKER``."""
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        (tmp / OUTPUT_MARKER).write_text("written by lyra; `lyra generate --overwrite` may replace this folder\n")
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    if not replaceable(out):  # it changed while we ran: never delete what lyra did not write
+        raise LyraUsageError(f"{out} appeared during the run and was not written by lyra; the finished result is in "
+                             f"{tmp}: move it where you want it")
+    try:
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except OSError as err:
+        raise LyraUsageError(f"cannot rename the finished result {tmp} to {out} ({err.strerror}); it is complete "
+                             "where it is: move it by hand") from None
 
 
 def write_meta(folder: Path, meta: dict[str, Any], summary: dict[str, Any]) -> None:

@@ -25,7 +25,6 @@ without an override keep exactly the trajectory they would have had.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -36,7 +35,13 @@ from torch import Tensor
 
 from lyra.render.camera_path import CameraPath, load_nerfstudio_camera_path
 from lyra.render.cameras import c2w_to_viewmat, resize_intrinsics
-from lyra.render.trajectories import LYRA_TRAJECTORIES, MAGNITUDE_RANGES, interpolate_poses, make_trajectory
+from lyra.render.trajectories import (
+    LYRA_TRAJECTORIES,
+    MAGNITUDE_RANGES,
+    interpolate_poses,
+    make_trajectory,
+)
+from lyra.utils.jsonfile import read_json
 
 Magnitude = float | Mapping[str, float] | None
 
@@ -47,11 +52,7 @@ def load_camera_path(path: str | os.PathLike) -> CameraPath:
     if not p.is_file():
         raise FileNotFoundError(f"camera path {str(p)!r} does not exist; export one with `lyra camera-path`, "
                                 "`lyra view` (Save path) or nerfstudio's viewer (camera_path.json)")
-    try:
-        d = json.loads(p.read_bytes())
-    except ValueError as err:
-        raise ValueError(f"{p} is not valid JSON ({err}); a camera path is lyra's camera-path JSON or nerfstudio's "
-                         "camera_path.json") from None
+    d = read_json(p, "a camera path is lyra's camera-path JSON or nerfstudio's camera_path.json")
     if isinstance(d, dict) and "camera_path" in d:
         return load_nerfstudio_camera_path(p)
     if isinstance(d, dict) and ("c2w" in d or "format" in d):

@@ -10,7 +10,10 @@ Stages (each timed, with its peak memory, in meta.json):
 4. ``export``: ``scene.ply`` (or the dynamic ``scene/`` folder); 5. ``render``: videos, sheets, paths.
 
 The output is written to a hidden sibling folder (``.NAME.partial-PID``) and renamed to NAME at the
-very end, so a failed or interrupted run never leaves a folder that looks complete.
+very end, so a failed or interrupted run never leaves a folder that looks complete. The output never
+overlaps an input (``--out`` equal to, inside or around the decoder, an image, a camera file ... is
+refused before anything runs), and ``--overwrite`` replaces only a folder lyra wrote (it holds the
+``OUTPUT_MARKER`` file).
 
 Memory: the teacher is freed before the decoder runs; with ``offload`` the decoder waits on the CPU
 until then and goes back after decoding, so teacher and decoder are never on the GPU together.
@@ -28,11 +31,25 @@ from typing import Any
 
 import torch
 
+from lyra.data.codecs import DCTCodec, DiffusersVideoVAE
 from lyra.data.codecs.frames import check_clip_size
+from lyra.data.generators.depth import check_model_dir
+from lyra.data.generators.gen3c import Gen3CGenerator
+from lyra.inference.checks import check_numbers, check_out, inputs_of, num_views
+from lyra.inference.clips import check_times, clip_batch, default_times, make_clip
+from lyra.inference.images import read_image
+from lyra.inference.outputs import staged_folder, write_meta, write_scene, write_views
 from lyra.inference.progress import StageLog, set_progress
+from lyra.inference.teachers import ImageTeacher, ProceduralTeacher, TextToImage
 from lyra.inference.trained_on import training_facts
-from lyra.inference.video import DEFAULT_SCENE_DEPTH
+from lyra.inference.video import DEFAULT_SCENE_DEPTH, VideoTeacher
 from lyra.models.checkpoints import load_decoder
+from lyra.models.student import StudentModule
+from lyra.models.teacher import TeacherModule
+from lyra.render.gaussians import Gaussians
+from lyra.utils.errors import LyraUsageError
+from lyra.utils.limits import check_render_budget
+from lyra.utils.paths import check_outputs_apart
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 FORMAT = "lyra.generate/1"
@@ -88,6 +105,7 @@ class GenerateOptions:
     teacher_chunk: int | None = None
     seed: int = 0
     progress: bool = True
+    force: bool = False  # accept camera-file intrinsics / depth that look wrong for the video
 
 
 def _source(o: GenerateOptions) -> str:
@@ -103,13 +121,6 @@ def default_out(o: GenerateOptions) -> Path:
     name = {"procedural": lambda: f"procedural_{o.procedural}", "image": lambda: Path(o.image).stem,
             "video": lambda: Path(o.video).stem, "prompt": lambda: "prompt"}[kind]()
     return Path("outputs") / "generate" / name
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; pass a folder name")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to replace it or another --out")
 
 
 def _pipeline_part(folder: Path, name: str) -> Path:
@@ -130,8 +141,6 @@ def _check_codec_matches(spec: dict, want: dict, what: str) -> None:
 
 
 def _check_transformer(folder: Path, channels: int) -> None:
-    from lyra.data.generators.depth import check_model_dir
-
     folder = _pipeline_part(folder, "transformer")
     check_model_dir(folder, "video transformer")
     cfg = json.loads((folder / "config.json").read_text())
@@ -147,14 +156,15 @@ def generate(o: GenerateOptions) -> Path:
     set_progress(o.progress)
     kind = _source(o)
     out = Path(o.out) if o.out else default_out(o)
-    _check_out(out, o.overwrite)
-    device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_outputs_apart(out, "--out", inputs_of(o))  # before anything is read, written or deleted
+    check_out(out, o.overwrite)
+    check_numbers(o)
+    try:
+        device = torch.device(o.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise LyraUsageError(f"--device {o.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {o.device} asks for CUDA, which this machine does not have; use --device cpu")
-    for name in ("render_chunk", "decode_chunk", "teacher_chunk", "orbit_frames", "steps", "t2i_steps"):
-        value = getattr(o, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        raise LyraUsageError(f"--device {o.device} asks for CUDA, which this machine does not have; use --device cpu")
     if o.background not in BACKGROUNDS:
         raise ValueError(f"--background must be one of {sorted(BACKGROUNDS)}, got {o.background!r}")
     torch.manual_seed(o.seed)
@@ -163,9 +173,9 @@ def generate(o: GenerateOptions) -> Path:
     decoder, info = load_decoder(o.decoder)
     dynamic = decoder.is_dynamic
     train = training_facts(info, dynamic)
-    T = o.frames or train["num_frames"]
-    W, H = o.size or (train["width"], train["height"])
-    fov = o.fov or train["fov_deg"]
+    T = o.frames if o.frames is not None else train["num_frames"]
+    W, H = o.size if o.size is not None else (train["width"], train["height"])
+    fov = o.fov if o.fov is not None else train["fov_deg"]
     facts = _codec_facts(decoder)
     try:
         check_clip_size(T, H, W, facts["time_factor"], facts["space_factor"], facts["causal_first_frame"],
@@ -180,8 +190,6 @@ def generate(o: GenerateOptions) -> Path:
                          "--times / --num-times or pass a DynamicGaussianDecoder")
     times = None
     if o.times is not None:
-        from lyra.inference.clips import check_times
-
         times = check_times(o.times)
     elif o.num_times is not None:
         if o.num_times < 1:
@@ -193,9 +201,11 @@ def generate(o: GenerateOptions) -> Path:
     cam_args = dict(trajectories=trajectories, camera_paths=list(o.camera_paths), anchor=o.anchor,
                     path_scale=o.path_scale, magnitude=o.magnitude)
     build_teacher, codec_desc = _teacher_builder(o, kind, decoder, info, train, T, H, W, fov, dynamic, device, cam_args)
+    views = 1 if kind == "video" else num_views(trajectories, o.camera_paths)
+    check_render_budget(views * T, W, H, "lyra generate (the input-view renders)")
+    check_render_budget(o.orbit_frames, W, H, "lyra generate (orbit.mp4)")
 
     # ---- 2-5. the work, in a hidden folder renamed at the end ----
-    from lyra.inference.outputs import staged_folder, write_meta
 
     log = StageLog(device)
     with staged_folder(out) as tmp:
@@ -203,7 +213,6 @@ def generate(o: GenerateOptions) -> Path:
             decoder.to(device)
         with log.stage("teacher"):
             teacher, image_of = build_teacher()
-            from lyra.inference.clips import make_clip
 
             clip = make_clip(teacher, 0, o.teacher_chunk)
             input_image = image_of()
@@ -215,8 +224,6 @@ def generate(o: GenerateOptions) -> Path:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         with log.stage("decode"):
-            from lyra.inference.clips import clip_batch, default_times
-            from lyra.models.student import StudentModule
 
             if dynamic and times is None:
                 times = default_times(clip)
@@ -235,12 +242,8 @@ def generate(o: GenerateOptions) -> Path:
                 if clip.depth is not None:
                     clip.depth /= world_scale
         with log.stage("export"):
-            from lyra.inference.outputs import write_scene
-
             scene_name = write_scene(tmp, g, times if dynamic else None)
         with log.stage("render"):
-            from lyra.inference.outputs import write_views
-
             views = write_views(tmp, clip, g, times if dynamic else None, view_names, o.orbit_frames, o.orbit_degrees,
                                 o.fps, BACKGROUNDS[o.background], o.render_chunk, device, input_image)
         summary = log.summary()
@@ -279,21 +282,15 @@ def _trained_trajectories(train: dict) -> list[str] | None:
 
 
 def _rescale(g, s: float):
-    from lyra.render.gaussians import Gaussians
-
     return Gaussians(g.means * s, g.quats, g.scales * s, g.opacities, g.colors, check_values=False)
 
 
 def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, train: dict, T: int, H: int, W: int, fov: float,
                      dynamic: bool, device: torch.device, cam_args: dict):
     """Check the source's inputs now; return (a function that builds the TeacherModule, codec description)."""
-    from lyra.data.codecs import DCTCodec
-    from lyra.models.teacher import TeacherModule
 
     facts = _codec_facts(decoder)
     if kind == "procedural":
-        from lyra.inference.teachers import ProceduralTeacher
-
         if o.procedural < 0:
             raise ValueError(f"--procedural takes a non-negative scene seed, got {o.procedural}")
         trained = train.get("codec")
@@ -308,8 +305,6 @@ def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, train: dict, 
         return (lambda: (TeacherModule(gen, codec, T, H, W).to(device), lambda: None)), {"class": "DCTCodec", **facts}
 
     if kind == "video":
-        from lyra.inference.video import VideoTeacher
-
         if o.cameras is None:
             raise ValueError("--video needs --cameras FILE.npz (c2w [T, 4, 4], K [T, 3, 3][, depth, time]; "
                              "docs/generate.md)")
@@ -317,7 +312,7 @@ def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, train: dict, 
             raise ValueError("--video brings its own cameras (--cameras); --trajectories, --camera-path and "
                              "--magnitude do not apply")
         codec, codec_desc = _codec(o, facts, device)
-        gen = VideoTeacher(o.video, o.cameras, scene_depth=o.scene_depth, world_scale=o.world_scale)
+        gen = VideoTeacher(o.video, o.cameras, scene_depth=o.scene_depth, world_scale=o.world_scale, force=o.force)
 
         def build():
             return TeacherModule(gen, codec(), T, H, W).to(device), lambda: None
@@ -325,8 +320,6 @@ def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, train: dict, 
         return build, codec_desc
 
     # image / prompt: the GEN3C-style teacher
-    from lyra.data.generators.depth import check_model_dir
-    from lyra.inference.teachers import ImageTeacher, TextToImage
 
     if o.teacher is None:
         raise ValueError(f"--{kind} needs the video model: --teacher DIR (a WanTransformer3DModel folder, or a "
@@ -338,8 +331,6 @@ def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, train: dict, 
     image_data = None
     t2i = None
     if kind == "image":
-        from lyra.inference.images import read_image
-
         image_data = read_image(o.image, H, W)
     else:
         if o.t2i is None:
@@ -352,8 +343,6 @@ def _teacher_builder(o: GenerateOptions, kind: str, decoder, info, train: dict, 
     _check_transformer(Path(o.teacher), facts["latent_channels"])
 
     def build():
-        from lyra.data.generators.gen3c import Gen3CGenerator
-
         c = codec()
         gen3c = Gen3CGenerator(o.teacher, c, depth_path=o.depth_model, num_inference_steps=o.steps,
                                guidance_scale=o.guidance, fov_x_deg=fov, views_per_batch=o.teacher_chunk,
@@ -376,8 +365,6 @@ def _dtype(name: str) -> torch.dtype:
 
 def _codec(o: GenerateOptions, facts: dict, device: torch.device, teacher: Path | None = None):
     """(a function that builds the teacher's codec, its description), checked against the decoder now."""
-    from lyra.data.codecs import DCTCodec, DiffusersVideoVAE
-
     vae = o.vae
     if vae is None and teacher is not None and (teacher / "vae" / "config.json").is_file():
         vae = str(teacher / "vae")

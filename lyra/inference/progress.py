@@ -16,6 +16,7 @@ import time
 from typing import Iterable, Iterator, TypeVar
 
 import torch
+from tqdm import tqdm
 
 T = TypeVar("T")
 _enabled = True
@@ -33,8 +34,6 @@ def progress_enabled() -> bool:
 
 def bar(iterable: Iterable[T] | None = None, total: int | None = None, desc: str = "", unit: str = "it"):
     """A tqdm bar (disabled by ``set_progress(False)``); usable as an iterable wrapper or with update()."""
-    from tqdm import tqdm
-
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not _enabled, leave=False, file=sys.stderr,
                 dynamic_ncols=True)
 

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from diffusers import DiffusionPipeline
 from torch import Tensor
 
 from lyra.data.generators.base import ClipGenerator, GeneratedClip
+from lyra.data.generators.gen3c import load_image
+from lyra.data.generators.point_cache import CachePlan, lift_to_points, render_points
 from lyra.data.generators.procedural import sky_as_unknown
 from lyra.data.procedural import ProceduralWorld
 from lyra.inference.paths import (
@@ -34,7 +37,7 @@ from lyra.inference.paths import (
     place_path,
     resample,
 )
-from lyra.inference.progress import bar
+from lyra.inference.progress import bar, progress_enabled
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import intrinsics_from_fov
 from lyra.render.trajectories import LYRA_TRAJECTORIES
@@ -161,9 +164,6 @@ class TextToImage:
         self.pipe = None
 
     def load(self) -> None:
-        from diffusers import DiffusionPipeline
-
-        from lyra.inference.progress import progress_enabled
 
         try:
             self.pipe = DiffusionPipeline.from_pretrained(self.path, torch_dtype=self.dtype, local_files_only=True)
@@ -245,7 +245,6 @@ class ImageTeacher(_CameraChoice, ClipGenerator):
                              f"multiples of {self.gen.codec.space_factor * patch[1]}")
 
     def image(self, index: int, height: int, width: int) -> Tensor:  # [H, W, 3] in [0, 1]
-        from lyra.data.generators.gen3c import load_image
 
         if self.prompts:
             return self.t2i(self.prompts[index % len(self.prompts)], height, width, self.base_seed + index)
@@ -253,8 +252,6 @@ class ImageTeacher(_CameraChoice, ClipGenerator):
 
     @torch.no_grad()
     def generate(self, index: int, num_frames: int, height: int, width: int) -> GeneratedClip:
-        from lyra.data.generators.point_cache import CachePlan, lift_to_points, render_points
-
         index = self.check_index(index)
         self.check_size(num_frames, height, width)
         gen, seed = self.gen, self.base_seed + index

@@ -21,10 +21,17 @@ chosen frames equals ``scene_depth`` (default 3.2, the median depth of the proce
 scenes' first frames); ``world_scale`` sets the factor by hand instead. The teacher's clip lives in
 that scaled world; ``lyra generate`` scales the Gaussians back (``meta["world_scale"]``), so the
 scene it writes lines up with the file's cameras.
+
+Sanity (refused with the reason, unless ``force``): intrinsics must fit the video's resolution (a
+field of view of 1 to 170 degrees, the principal point inside the frame: K scaled by 1e6 or given
+for another resolution is caught), and known depth may not span more than ``MAX_DEPTH_SPAN`` times
+its median (an "infinite" far value stored as 1e9). Sizes are checked before reading: the camera
+file's arrays (``decoded_bytes``), the video's frame count (``frames``) and frame size (``pixels``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -37,10 +44,14 @@ from torch import Tensor
 
 from lyra.data.generators.base import ClipGenerator, GeneratedClip
 from lyra.inference.images import read_media
-from lyra.render.cameras import crop_intrinsics, resize_intrinsics
+from lyra.render.cameras import check_intrinsics_fit, crop_intrinsics, resize_intrinsics
+from lyra.utils.errors import LyraUsageError
+from lyra.utils.limits import check_limit
+from lyra.utils.npz import read_npz
 
 CAMERA_KEYS = ("c2w", "K", "depth", "time")
 DEFAULT_SCENE_DEPTH = 3.2
+MAX_DEPTH_SPAN = 1000.0  # known depth beyond this x its median is a placeholder, not a measurement
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
@@ -53,11 +64,7 @@ def read_cameras(path: str | os.PathLike) -> dict[str, Tensor]:
     if p.suffix.lower() != ".npz":
         raise ValueError(f"{p}: unknown camera file format {p.suffix or '(no suffix)'!r}; pass a .npz written with "
                          "numpy.savez(path, c2w=[T, 4, 4], K=[T, 3, 3][, depth=[T, H, W], time=[T]])")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            data = {k: np.asarray(z[k]) for k in z.files}
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{p} is not a readable .npz file ({err}); write it with numpy.savez") from None
+    data = read_npz(p, "write it with numpy.savez")  # array sizes checked before anything is decompressed
     missing = [k for k in ("c2w", "K") if k not in data]
     if missing:
         hint = " (found w2c: invert it to camera-to-world first)" if "w2c" in data else ""
@@ -108,7 +115,31 @@ def read_cameras(path: str | os.PathLike) -> dict[str, Tensor]:
         if not (depth > 0).any():
             raise ValueError(f"{p}: depth is 0 (unknown) everywhere; drop the key instead")
         out["depth"] = depth
+    check_limit("frames", T, f"{p} (cameras)")
     return out
+
+
+def check_plausible(cams: dict[str, Tensor], width: int, height: int, where: str) -> None:
+    """Refuse intrinsics that do not fit a ``width x height`` video and depth that spans more than
+    ``MAX_DEPTH_SPAN`` x its median (module doc); ``lyra generate --force`` skips this."""
+    force = " (or pass --force if the file is right)"
+    try:
+        check_intrinsics_fit(cams["K"], width, height, f"{where}: K")
+    except ValueError as err:
+        raise LyraUsageError(f"{err}{force}") from None
+    if "depth" in cams:
+        known = cams["depth"][cams["depth"] > 0]
+        median, top = float(known.median()), float(known.max())
+        if top > MAX_DEPTH_SPAN * median:
+            raise LyraUsageError(f"{where}: depth reaches {top:.4g}, {top / median:.3g} x its median {median:.4g}; values "
+                                 "that far are placeholders for 'unknown' or 'infinity', which would set the scene's "
+                                 f"scale: store 0 for unknown pixels{force}")
+        centres = cams["c2w"][:, :3, 3]
+        baseline = float((centres - centres[:1]).norm(dim=-1).max())
+        if baseline > 0 and not 1.0 / MAX_DEPTH_SPAN**2 <= median / baseline <= MAX_DEPTH_SPAN**2:
+            raise LyraUsageError(f"{where}: the median depth {median:.4g} and the cameras' travel {baseline:.4g} differ "
+                                 f"by a factor of {max(median / baseline, baseline / median):.3g}: depth and poses must "
+                                 f"be in the same units{force}")
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:  # [T, H, W, 3] uint8
@@ -117,7 +148,7 @@ def read_video(path: str | os.PathLike) -> np.ndarray:  # [T, H, W, 3] uint8
     frames = read_media(p, "video", VIDEO_SUFFIXES, " (convert with ffmpeg -i in.xyz out.mp4)",
                         "re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264 -pix_fmt yuv420p out.mp4",
                         plugin="pyav" if _has_pyav() else None)
-    if frames.ndim == 3:  # a single frame or a grey video comes back without the colour axis
+    if frames.ndim == 3:  # a grey video comes back without the colour axis
         frames = frames[..., None]
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4) or frames.dtype != np.uint8:
         raise ValueError(f"{p}: expected 8-bit RGB frames, got an array {frames.shape} of {frames.dtype}; "
@@ -128,8 +159,6 @@ def read_video(path: str | os.PathLike) -> np.ndarray:  # [T, H, W, 3] uint8
 
 
 def _has_pyav() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("av") is not None
 
 
@@ -161,7 +190,10 @@ class VideoTeacher(ClipGenerator):
         cameras: str | os.PathLike,
         scene_depth: float | None = DEFAULT_SCENE_DEPTH,
         world_scale: float | None = None,
+        force: bool = False,
     ) -> None:
+        """Args: video, cameras: the files; scene_depth / world_scale: the scale (module doc); force:
+        accept intrinsics and depth that ``check_plausible`` refuses."""
         super().__init__(0)
         self.video_path, self.cameras_path = str(video), str(cameras)
         self.cams = read_cameras(cameras)
@@ -172,6 +204,8 @@ class VideoTeacher(ClipGenerator):
                              "the camera file needs exactly one camera per video frame: re-export it for this video, "
                              "or cut the video to the frames it covers")
         H0, W0 = self.frames.shape[1:3]
+        if not force:
+            check_plausible(self.cams, W0, H0, str(cameras))
         if "depth" in self.cams and self.cams["depth"].shape[1:] != (H0, W0):
             dh, dw = self.cams["depth"].shape[1:]
             if abs(dh / dw - H0 / W0) > 0.01:

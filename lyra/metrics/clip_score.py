@@ -40,8 +40,8 @@ def clip_score(image_emb: Tensor, text_emb: Tensor) -> Tensor:
 
 def _import_open_clip():
     try:
-        import open_clip
-    except ImportError as err:  # an optional dependency: only the CLIP score needs it
+        import open_clip  # optional (open-clip-torch): only the CLIP score needs it
+    except ImportError as err:
         raise ImportError("the CLIP score needs open_clip: pip install open-clip-torch "
                           "(or unset evaluation.clip_weights to skip the CLIP score)") from err
     return open_clip

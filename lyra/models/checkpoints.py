@@ -20,6 +20,8 @@ import torch
 from lyra.models.decoders import GaussianDecoder
 from lyra.models.decoders.base import decoder_class
 from lyra.models.decoders.legacy import convert_config, convert_state_dict, read_pretrained
+from lyra.utils.errors import LyraUsageError
+from lyra.utils.paths import resolve_inside
 
 DECODER_RECORD = "lyra_decoder"  # the entry StudentModule writes into its checkpoints: {"class", "config"}
 FRESH_PARTS = ("time.", "input_pixels.")  # branches that start as no-ops, so a run may start them fresh
@@ -183,7 +185,7 @@ def resolve_decoder(path: str | Path) -> tuple[Path, str]:
         if not isinstance(cls, str) or not cls.endswith("GaussianDecoder"):
             raise ValueError(f"{str(p)!r} holds {cls or 'no _class_name'!r}, not a lyra Gaussian decoder; {fix}")
         return p, "pretrained"
-    ckpts = [c for c in p.rglob("*.ckpt") if c.is_file()]
+    ckpts = [c for c in p.rglob("*.ckpt") if c.is_file() and _inside(c, p)]
     if not ckpts:
         raise FileNotFoundError(f"{str(p)!r} is neither a decoder folder (no config.json) nor a run folder with "
                                 f"checkpoints (no *.ckpt below it); {fix}")
@@ -192,6 +194,14 @@ def resolve_decoder(path: str | Path) -> tuple[Path, str]:
         if picked:
             return max(picked, key=lambda c: (c.stat().st_mtime, str(c))), "checkpoint"
     raise AssertionError("unreachable")
+
+
+def _inside(path: Path, root: Path) -> bool:  # a checkpoint a run folder holds, not a link out of it
+    try:
+        resolve_inside(root, path.relative_to(root).as_posix(), "the run folder")
+    except (LyraUsageError, ValueError):
+        return False
+    return True
 
 
 def load_decoder(path: str | Path) -> tuple[GaussianDecoder, DecoderInfo]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,8 @@ class StudentModule(L.LightningModule):
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
         if input_depth_noise < 0 or hole_weight < 0:
             raise ValueError(f"input_depth_noise and hole_weight must be >= 0, got {input_depth_noise}, {hole_weight}")
         if hole_weight > 0 and not decoder.config.input_depth:

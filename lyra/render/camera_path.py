@@ -1,8 +1,15 @@
-"""A camera path (poses, intrinsics, image size, optional scene time) with JSON I/O."""
+"""A camera path (poses, intrinsics, image size, optional scene time) with JSON I/O.
+
+Files are read defensively: the JSON's size and the frame count are checked against the limits
+(``lyra.utils.limits``) before tensors are built, every number must be a number (no strings, booleans
+or null), image sizes must be whole pixels (64.5 is refused, not truncated), and the intrinsics must
+fit the image size (a field of view of 1 to 170 degrees, the principal point inside the image).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 import os
 from dataclasses import dataclass
@@ -10,8 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lyra.render.cameras import validate_intrinsics
+from lyra.render.cameras import check_intrinsics_fit, validate_intrinsics
 from lyra.utils.atomic import atomic_write_text
+from lyra.utils.errors import LyraUsageError
+from lyra.utils.jsonfile import numbers, read_json
+from lyra.utils.limits import check_limit
 
 FORMAT = "lyra.camera_path/1"
 MAX_IMAGE_SIZE = 16384  # pixels per side; one 16384^2 RGB float frame is already 3 GiB
@@ -19,9 +29,9 @@ MAX_IMAGE_SIZE = 16384  # pixels per side; one 16384^2 RGB float frame is alread
 
 def _pixels(value: object, name: str) -> int:
     """An image side as a plain int (Python, numpy or 0-d torch integers), or a TypeError."""
-    if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
-        value = None  # float(64.5) or "64" must not silently become pixels
     try:
+        if isinstance(value, (bool, float, str)):  # 64.5, 64.0 or "64" must not silently become pixels
+            raise TypeError
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int number of pixels, got {value!r}") from None
@@ -63,6 +73,7 @@ class CameraPath:
         if self.width > MAX_IMAGE_SIZE or self.height > MAX_IMAGE_SIZE:
             raise ValueError(f"image size {self.width}x{self.height} is too large: width and height must be at most "
                              f"{MAX_IMAGE_SIZE} pixels each; resize the path (lyra.tools.resample_path, or --size)")
+        check_limit("pixels", self.width * self.height, f"camera path image size {self.width}x{self.height}")
         if self.time is not None:
             self.time = torch.as_tensor(self.time, dtype=torch.float32)
             if self.time.shape != (len(self.c2w),):
@@ -90,7 +101,14 @@ class CameraPath:
         missing = [k for k in ("width", "height", "c2w", "K") if k not in d]
         if missing:
             raise ValueError(f"camera path JSON lacks {missing}; expected keys width, height, c2w, K[, time]")
-        return cls(torch.tensor(d["c2w"]), torch.tensor(d["K"]), int(d["width"]), int(d["height"]),
+        if not isinstance(d["c2w"], list) or not d["c2w"]:
+            raise ValueError("camera path c2w must be a non-empty list of 4x4 matrices")
+        check_limit("frames", len(d["c2w"]), "camera path c2w (frames)")
+        for key in ("c2w", "K", "time"):
+            if d.get(key) is not None:
+                numbers(d[key], f"camera path {key}")
+        # the sizes go in as they are: a width of 64.5 or "64" is refused, never truncated to 64
+        return cls(torch.tensor(d["c2w"]), torch.tensor(d["K"]), d["width"], d["height"],
                    torch.tensor(d["time"]) if d.get("time") is not None else None)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -98,15 +116,14 @@ class CameraPath:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CameraPath":
+        """Read a camera-path JSON file; its intrinsics must fit its image size (module doc)."""
+        d = read_json(path, "export a camera path with `lyra camera-path`")
         try:
-            with open(path, "rb") as f:
-                d = json.load(f)
-        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
-            raise ValueError(f"{path} is not valid JSON ({err}); export a camera path with `lyra camera-path`") from None
-        try:
-            return cls.from_dict(d)
+            out = cls.from_dict(d)
+            check_intrinsics_fit(out.K, out.width, out.height, "K")
+            return out
         except (ValueError, TypeError) as err:
-            raise type(err)(f"{path}: {err}") from None
+            raise LyraUsageError(f"{path}: {err}") from None
 
 
 # ---- import: nerfstudio's camera_path.json ------------------------------------------------------------
@@ -127,20 +144,15 @@ def load_nerfstudio_camera_path(path: str | os.PathLike) -> CameraPath:
     The world frame is kept; only the camera axes are converted to OpenCV (y and z negated). Other
     fields (keyframes, fps, seconds, aspect, crop, ...) are ignored.
     """
-    import math
-
-    try:
-        with open(path, "rb") as f:
-            d = json.load(f)
-    except ValueError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); export the path again from nerfstudio's viewer") from None
+    d = read_json(path, "export the path again from nerfstudio's viewer")
 
     def fail(msg: str) -> ValueError:
-        return ValueError(f"{path}: {msg} (nerfstudio camera_path.json: render_width, render_height, "
+        return LyraUsageError(f"{path}: {msg} (nerfstudio camera_path.json: render_width, render_height, "
                           "camera_path: [{camera_to_world: 16 numbers, fov: degrees}, ...])")
 
     if not isinstance(d, dict) or not isinstance(d.get("camera_path"), list) or not d["camera_path"]:
         raise fail("no non-empty 'camera_path' list")
+    check_limit("frames", len(d["camera_path"]), f"{path} (camera_path entries)")
     kind = d.get("camera_type", "perspective")
     if kind != "perspective":
         raise fail(f"camera_type {kind!r} is not supported; only 'perspective' cameras map to pinhole intrinsics")

@@ -11,6 +11,7 @@ Conventions (docs/conventions.md):
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -65,6 +66,42 @@ def validate_intrinsics(K: Tensor, name: str = "K") -> None:  # [..., 3, 3]
             f"{name} has a zero or negative focal length (fx={K[..., 0, 0].min().item():g}, "
             f"fy={K[..., 1, 1].min().item():g}); focal lengths are in pixels and must be > 0"
         )
+
+
+FOV_RANGE_DEG = (1.0, 170.0)  # fields of view a real pinhole camera path or video can have
+
+
+def check_intrinsics_fit(
+    K: Tensor,  # [..., 3, 3] pixel intrinsics
+    width: int,
+    height: int,
+    where: str,
+) -> None:
+    """Refuse intrinsics that cannot belong to a ``width x height`` image: a field of view outside
+    ``FOV_RANGE_DEG`` (e.g. K scaled by 1e6, or given for another resolution), a principal point
+    outside the image, or a last row other than [0, 0, 1]. ``where`` names the file for the message."""
+    validate_intrinsics(K, where)
+    K = K.double().reshape(-1, 3, 3)
+    lo, hi = (math.radians(d) for d in FOV_RANGE_DEG)
+    fov_x = 2 * torch.atan(width / (2 * K[:, 0, 0]))
+    fov_y = 2 * torch.atan(height / (2 * K[:, 1, 1]))
+    bad = ((fov_x < lo) | (fov_x > hi) | (fov_y < lo) | (fov_y > hi)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"{where}: K[{i}] gives a {math.degrees(fov_x[i]):.3g} x {math.degrees(fov_y[i]):.3g} degree "
+                         f"field of view for {width}x{height} pixels (fx={float(K[i, 0, 0]):.6g}, "
+                         f"fy={float(K[i, 1, 1]):.6g}); a camera sees {FOV_RANGE_DEG[0]:g} to {FOV_RANGE_DEG[1]:g} "
+                         "degrees: K must be in pixels of this image size (not scaled, not normalised)")
+    cx, cy = K[:, 0, 2], K[:, 1, 2]
+    bad = ((cx < 0) | (cx > width) | (cy < 0) | (cy > height)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"{where}: K[{i}] puts the principal point at ({float(cx[i]):.6g}, {float(cy[i]):.6g}), "
+                         f"outside the {width}x{height} image; K must be in pixels of this image size")
+    last = (K[:, 2] - torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)).abs().amax(dim=1)
+    if (last > 1e-6).any():
+        i = int((last > 1e-6).nonzero()[0])
+        raise ValueError(f"{where}: K[{i}]'s last row is {K[i, 2].tolist()}, not [0, 0, 1]")
 
 
 def resize_intrinsics(

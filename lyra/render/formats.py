@@ -14,11 +14,11 @@ converters do, so a viewer that streams the file shows the big opaque splats fir
     r g b a          uint8 x 4      round(255 * RGB), round(255 * opacity); SH keeps only its DC term
     qw qx qy qz      uint8 x 4      round(128 * q + 128) of the unit quaternion, clipped to 0..255
 
-``.spz`` goes through the ``gsply`` package (``pip install 'lyra[formats]'``): Niantic's own
-Python bindings (PyPI ``spz``) ship only as a Rust source package whose build downloads crates,
-which fails offline. SPZ stores positions in a right-up-back (RUB, OpenGL) frame; lyra's world
-is right-down-front (RDF, OpenCV, the 3DGS PLY convention), so y and z are mirrored on the way in
-and out, with the matching quaternion and SH sign changes.
+``.spz`` lives in ``lyra.render.spz`` (through the ``gsply`` package) and is re-exported here.
+
+Hostile files: every reader checks the size a file claims against its byte size and the ``points``
+limit before allocating (``lyra.utils.limits``), and a dynamic scene's ``index.json`` may only name
+files inside its own folder (no absolute paths, ``..`` or symlinks leading out: ``resolve_inside``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ from torch import Tensor
 
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
-from lyra.render.sh import rgb_to_sh0, sh0_to_rgb
+from lyra.render.scene_checks import check_readable, check_suffix, one_scene
+from lyra.render.sh import sh0_to_rgb
+from lyra.render.spz import _rdf_rub, load_spz, save_spz  # noqa: F401  (re-exported: lyra.render.formats names all formats)
 from lyra.utils.atomic import atomic_path, atomic_write_text
+from lyra.utils.errors import LyraUsageError
+from lyra.utils.jsonfile import is_number, read_json
+from lyra.utils.limits import check_limit
+from lyra.utils.paths import resolve_inside
 
 SPLAT_RECORD = np.dtype([("position", "<f4", (3,)), ("scale", "<f4", (3,)), ("rgba", "u1", (4,)), ("rot", "u1", (4,))])
 assert SPLAT_RECORD.itemsize == 32
@@ -48,51 +54,6 @@ DYNAMIC_FORMAT = "lyra.dynamic_scene/1"
 # The file names lyra's student writes for dynamic test scenes (lyra.models.student): t003_0.429.ply.
 _STUDENT_NAME = re.compile(r"t(\d+)_(\d+(?:\.\d+)?)\.ply")
 
-# Mirroring y and z (RDF <-> RUB) is a half turn about x. Each real SH basis function of
-# lyra.render.sh is even or odd under it; these are the signs, in the 3DGS coefficient order.
-_RDF_RUB_SH_SIGNS = torch.tensor([1, -1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dtype=torch.float32)
-_SPZ_OPACITY_EPS = 1e-6
-_SPZ_MAX_FRACTIONAL_BITS = 12  # Niantic's default: positions on a 1/4096 grid
-_SPZ_POSITION_LIMIT = 2**23 - 1  # positions are signed 24-bit fixed point
-_SPZ_LOG_SCALE_RANGE = (-10.0, 255 / 16 - 10.0)  # log scales are stored as uint8 (log s + 10) * 16
-
-
-# ---- shared helpers --------------------------------------------------------------------------------
-
-
-def _check_suffix(path: Path, suffix: str, verb: str) -> None:
-    if path.suffix.lower() != suffix:
-        raise ValueError(
-            f"{str(path)!r} does not end in {suffix}; {verb}_{suffix[1:]} only handles {suffix} files, "
-            f"use lyra.render.formats.{verb}_scene to pick the format from the suffix"
-        )
-
-
-def _check_readable(path: Path, kind: str) -> int:
-    if not path.is_file():
-        raise FileNotFoundError(f"{kind} file {str(path)!r} does not exist")
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError(f"{str(path)!r} is empty (0 bytes); it is not a {kind} file, re-export the scene")
-    return size
-
-
-def _one_scene(gaussians: Gaussians, fn: str) -> Gaussians:
-    """An unbatched float32 CPU copy with non-finite Gaussians dropped (as save_ply does)."""
-    if not isinstance(gaussians, Gaussians):
-        raise TypeError(f"{fn} takes a lyra.render.Gaussians, got {type(gaussians).__name__}")
-    if gaussians.batch_shape:
-        raise ValueError(
-            f"{fn} writes one scene but got batch_shape {tuple(gaussians.batch_shape)}; save each element g[i]"
-        )
-    g = gaussians.detach().to("cpu", torch.float32)
-    finite = g.finite_mask()
-    dropped = int((~finite).sum())
-    if dropped:
-        warnings.warn(f"{fn}: dropping {dropped} of {g.num_gaussians} Gaussians with non-finite values", stacklevel=3)
-        g = g.select(finite)
-    g.validate(values=True)
-    return g
 
 
 def gaussians_rgb(gaussians: Gaussians) -> Tensor:  # [..., N, 3] in [0, 1]
@@ -118,8 +79,11 @@ def save_splat(path: str | os.PathLike, gaussians: Gaussians) -> None:
     DC term is dropped with a warning.
     """
     path = Path(path)
-    _check_suffix(path, ".splat", "save")
-    g = _one_scene(gaussians, "save_splat")
+    check_suffix(path, ".splat", "save")
+    g = one_scene(gaussians, "save_splat")
+    if g.num_gaussians == 0:
+        raise LyraUsageError(f"save_splat: the scene for {path} has no Gaussians; a .splat of none is an empty file "
+                             "no viewer (nor lyra) can read, so nothing was written")
     if g.sh_degree:
         warnings.warn(
             f"save_splat: {path} keeps only the DC colour of SH degree {g.sh_degree}; the view-dependent "
@@ -148,13 +112,14 @@ def load_splat(path: str | os.PathLike) -> Gaussians:
     truncated file from a scene.
     """
     path = Path(path)
-    _check_suffix(path, ".splat", "load")
-    size = _check_readable(path, ".splat")
+    check_suffix(path, ".splat", "load")
+    size = check_readable(path, ".splat")
     if size % SPLAT_RECORD.itemsize:
         raise ValueError(
             f"{str(path)!r} is {size} bytes, not a multiple of the 32-byte .splat record "
             f"({size // 32} whole records and {size % 32} bytes left over): the file is truncated or not a .splat"
         )
+    check_limit("points", size // SPLAT_RECORD.itemsize, str(path))
     records = np.fromfile(path, dtype=SPLAT_RECORD)
     means = torch.from_numpy(records["position"].copy())
     scales = torch.from_numpy(records["scale"].copy())
@@ -173,120 +138,6 @@ def load_splat(path: str | os.PathLike) -> Gaussians:
     identity = torch.tensor([1.0, 0.0, 0.0, 0.0])
     quats = torch.where(norm > 0, quats / norm.clamp_min(1e-12), identity)  # all-128 bytes: no rotation
     return Gaussians(means, quats, scales, rgba[:, 3].contiguous(), rgba[:, :3].contiguous())
-
-
-# ---- .spz (through gsply) ------------------------------------------------------------------------------
-
-
-def _gsply():
-    try:
-        import gsply  # noqa: F401
-        from gsply.gsdata import create_ply_format
-        from gsply.spz import read_spz, write_spz
-    except ImportError as err:
-        raise ImportError(
-            f".spz needs the gsply package ({err}); install it with pip install 'lyra[formats]' "
-            f"(or save a .ply / .splat instead)"
-        ) from None
-    return gsply.GSData, create_ply_format, read_spz, write_spz
-
-
-def _rdf_rub(
-    means: Tensor,  # [N, 3]
-    quats: Tensor,  # [N, 4] wxyz
-    sh: Tensor,  # [N, K, 3]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Mirror y and z (its own inverse: RDF -> RUB and RUB -> RDF)."""
-    flip = torch.tensor([1.0, -1.0, -1.0])
-    qflip = torch.tensor([1.0, 1.0, -1.0, -1.0])
-    return means * flip, quats * qflip, sh * _RDF_RUB_SH_SIGNS[: sh.shape[1], None]
-
-
-def save_spz(path: str | os.PathLike, gaussians: Gaussians) -> None:
-    """Write one scene as a Niantic ``.spz`` (gzip container, version 3), atomically.
-
-    Positions use 24-bit fixed point with 12 fractional bits (Niantic's default, 1/4096 units) unless
-    the scene is too large for that, then fewer. Opacity, colour, log-scale and SH are 8-bit, the
-    rotation 'smallest three' at 9 bits; tolerances in docs/viewer.md. RGB colours are stored as
-    the DC term; SH degrees 0-3 are kept.
-    """
-    path = Path(path)
-    _check_suffix(path, ".spz", "save")
-    GSData, create_ply_format, _, write_spz = _gsply()
-    g = _one_scene(gaussians, "save_spz")
-    sh = rgb_to_sh0(g.colors)[:, None, :] if g.sh_degree is None else g.colors
-    q = g.quats / g.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    means, quats, sh = _rdf_rub(g.means, q, sh)
-    extent = float(means.abs().max()) if g.num_gaussians else 0.0
-    bits = _SPZ_MAX_FRACTIONAL_BITS
-    while bits > 0 and extent * 2**bits > _SPZ_POSITION_LIMIT:
-        bits -= 1
-    if bits == 0:
-        raise ValueError(
-            f"save_spz: a position reaches {extent:.4g} units, beyond what .spz's 24-bit positions hold with "
-            f"any precision (< {_SPZ_POSITION_LIMIT / 2:.4g}); recentre or rescale the scene, or save a .ply"
-        )
-    log_scales = torch.log(g.scales.double().clamp_min(1e-30))
-    clamped = int(((log_scales < _SPZ_LOG_SCALE_RANGE[0]) | (log_scales > _SPZ_LOG_SCALE_RANGE[1])).any(-1).sum())
-    if clamped:
-        warnings.warn(
-            f"save_spz: {clamped} of {g.num_gaussians} Gaussians have a scale outside the .spz range "
-            f"[{math.exp(_SPZ_LOG_SCALE_RANGE[0]):.3g}, {math.exp(_SPZ_LOG_SCALE_RANGE[1]):.3g}]; it is clamped",
-            stacklevel=2,
-        )
-    loud = int((sh[:, 1:].abs() > 1).sum())
-    if loud:
-        warnings.warn(
-            f"save_spz: {loud} higher-order SH coefficients outside [-1, 1] are clamped (.spz stores them in 8 bits)",
-            stacklevel=2,
-        )
-    opacity = torch.logit(g.opacities.double().clamp(_SPZ_OPACITY_EPS, 1 - _SPZ_OPACITY_EPS))
-    data = GSData(
-        means=means.numpy(),
-        scales=log_scales.float().numpy(),
-        quats=quats.numpy(),
-        opacities=opacity.float().numpy(),
-        sh0=sh[:, 0].contiguous().numpy(),
-        shN=sh[:, 1:].contiguous().numpy(),
-        _format=create_ply_format(g.sh_degree or 0),
-    )
-    with atomic_path(path) as tmp:
-        write_spz(tmp, data, version=3, fractional_bits=bits)
-
-
-def load_spz(path: str | os.PathLike) -> Gaussians:
-    """Read a ``.spz`` (any version gsply reads: gzip v1-v3, zstd v4) as SH colours ``[N, K, 3]``."""
-    path = Path(path)
-    _check_suffix(path, ".spz", "load")
-    _check_readable(path, ".spz")
-    *_, read_spz, _ = _gsply()
-    try:
-        data = read_spz(path)
-    except (ValueError, OSError, EOFError, IndexError) as err:
-        raise ValueError(f"{str(path)!r} is not a readable .spz file ({err}); re-export it") from None
-    n = int(data.means.shape[0])
-    sh0 = torch.from_numpy(np.asarray(data.sh0, dtype=np.float32).reshape(n, 1, 3))
-    rest = data.shN
-    rest = torch.zeros(n, 0, 3) if rest is None or np.asarray(rest).size == 0 else \
-        torch.from_numpy(np.asarray(rest, dtype=np.float32).reshape(n, -1, 3))
-    means, quats, sh = _rdf_rub(
-        torch.from_numpy(np.asarray(data.means, dtype=np.float32)),
-        torch.from_numpy(np.asarray(data.quats, dtype=np.float32)),
-        torch.cat([sh0, rest], dim=1),
-    )
-    g = Gaussians(
-        means=means,
-        quats=quats,
-        scales=torch.exp(torch.from_numpy(np.asarray(data.scales, dtype=np.float32))),
-        opacities=torch.sigmoid(torch.from_numpy(np.asarray(data.opacities, dtype=np.float32).reshape(n))),
-        colors=sh,
-        check_values=False,
-    )
-    bad = int((~g.finite_mask()).sum())
-    if bad:
-        raise ValueError(f"{str(path)!r}: {bad} of {n} splats decode to non-finite values; the file is corrupt")
-    g.validate(values=True)
-    return g
 
 
 # ---- by suffix -----------------------------------------------------------------------------------------
@@ -313,13 +164,8 @@ def load_scene(path: str | os.PathLike) -> Gaussians:
     path = Path(path)
     suffix = _suffix(path)
     if suffix == ".ply":
-        from plyfile import PlyParseError
-
-        _check_readable(path, "PLY")
-        try:
-            return load_ply(path)
-        except PlyParseError as err:
-            raise ValueError(f"{str(path)!r} is not a readable PLY file ({err}); pass a 3DGS PLY") from None
+        check_readable(path, "PLY")
+        return load_ply(path)  # names damaged or hostile files itself
     return load_splat(path) if suffix == ".splat" else load_spz(path)
 
 
@@ -370,7 +216,8 @@ def read_dynamic_index(folder: str | os.PathLike) -> tuple[list[float], list[Pat
         raise FileNotFoundError(f"dynamic scene folder {str(folder)!r} does not exist")
     index = folder / DYNAMIC_INDEX
     if not index.is_file():
-        named = [(int(m.group(1)), float(m.group(2)), p) for p in folder.iterdir() if (m := _STUDENT_NAME.fullmatch(p.name))]
+        named = [(int(m.group(1)), float(m.group(2)), resolve_inside(folder, p.name, str(folder)))
+                 for p in folder.iterdir() if (m := _STUDENT_NAME.fullmatch(p.name))]
         if not named or len(named) != sum(1 for p in folder.iterdir() if p.suffix.lower() in SUFFIXES):
             raise ValueError(
                 f"{str(folder)!r} has no {DYNAMIC_INDEX}; a dynamic scene folder needs one: "
@@ -379,18 +226,19 @@ def read_dynamic_index(folder: str | os.PathLike) -> tuple[list[float], list[Pat
             )
         named.sort()
         return _check_times([t for _, t, _ in named], folder), [p for *_, p in named]
-    try:
-        d = json.loads(index.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{index}: not valid JSON ({err})") from None
+    d = read_json(resolve_inside(folder, DYNAMIC_INDEX, str(folder)),
+                  "write it again with lyra.render.formats.save_dynamic_scene (docs/viewer.md)")
     if not isinstance(d, dict) or not isinstance(d.get("times"), list) or not isinstance(d.get("files"), list):
         raise ValueError(f'{index}: expected an object {{"times": [...], "files": [...]}}')
     if d.get("format", DYNAMIC_FORMAT) != DYNAMIC_FORMAT:
         raise ValueError(f"{index}: format {d['format']!r} is not {DYNAMIC_FORMAT!r}")
     if len(d["times"]) != len(d["files"]):
         raise ValueError(f"{index}: {len(d['times'])} times but {len(d['files'])} files; list one file per time")
+    bad = [t for t in d["times"] if not is_number(t)]
+    if bad:
+        raise LyraUsageError(f"{index}: times holds {bad[0]!r}; write scene times as numbers in [0, 1]")
     times = _check_times([float(t) for t in d["times"]], index)
-    files = [folder / f for f in d["files"]]
+    files = [resolve_inside(folder, f, str(index)) for f in d["files"]]  # never a file outside the folder
     missing = [str(f.name) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"{index} lists files that do not exist: {', '.join(missing)}")

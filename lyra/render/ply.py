@@ -36,6 +36,7 @@ from plyfile import PlyData, PlyElement, PlyParseError
 from lyra.render.gaussians import Gaussians
 from lyra.render.sh import rgb_to_sh0, sh0_to_rgb
 from lyra.utils.atomic import atomic_path
+from lyra.utils.limits import check_limit
 
 OPACITY_EPS = 1e-6
 _SCALE_FLOOR = float(np.finfo(np.float32).tiny)
@@ -104,6 +105,9 @@ def _check_ply_header(path: str | os.PathLike) -> None:
             raise ValueError(f"{path}: the header claims {count} {name} elements, which need at least {need} "
                              f"bytes, but only {available} bytes follow the header; the file is truncated (copy "
                              "it again) or its header count is wrong")
+    for name, count, _ in elements:  # the file holds them: still refuse more than the limit allows
+        if name == "vertex":
+            check_limit("points", count, f"{path} (its vertex count)")
 
 
 def ply_property_names(num_sh_coeffs: int) -> list[str]:

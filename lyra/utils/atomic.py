@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from lyra.utils.errors import LyraUsageError
+
+
+_WRITE_FAILURES = {
+    errno.EFBIG: "the file-size limit (ulimit -f) is below what it needs: raise it or write less",
+    errno.ENOSPC: "the disk is full: free space or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up: free space or write somewhere else",
+    errno.EACCES: "check the folder's permissions, or write somewhere else",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+}
 
 
 @contextlib.contextmanager
@@ -17,8 +29,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temp file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise LyraUsageError(f"{path} is a folder; pass a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # name the file asked for, not the temporary name
+        raise LyraUsageError(f"cannot write {path}: {err.strerror} (in {path.parent}); check that folder's "
+                             "permissions and free space, or write somewhere else") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -28,6 +46,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.errno in _WRITE_FAILURES:  # name the file asked for, not the temporary name
+            raise LyraUsageError(f"writing {path} failed: {err.strerror}; {_WRITE_FAILURES[err.errno]} ({path} "
+                                 "is unchanged)") from err
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -6,12 +6,12 @@ draws (centres, 3x3 covariances, RGB, opacity: viser has no SH, so SH scenes sho
 colour), swaps whole Gaussian sets for the time slider, and turns viewer cameras into the
 project's ``CameraPath`` JSON, which ``lyra render --camera-path`` plays back.
 
-Camera facts this relies on (checked in tests/test_viewer.py against ``lyra render``): viser
-cameras are OpenCV-axed like lyra's (x right, y down, looking along +z), given as the wxyz
-rotation and position of camera-to-world, with a *vertical* field of view in radians. So a
-viewer camera is a lyra ``c2w`` with no axis change, and its intrinsics for an image of
-``width x height`` are square pixels with ``fy = height / (2 tan(fov / 2))`` and the principal
-point at the centre.
+Protection (docs/viewer.md): requests whose ``Host`` / ``Origin`` are not the viewer's own page are
+refused with HTTP 403 (``lyra.viewer.guard``); the file name typed in the page is confined to one
+folder (``save_dir``) and an existing file is replaced only when "Overwrite" is ticked; binding
+anything but loopback needs ``allow_remote``.
+
+Camera conversions (checked in tests/test_viewer.py against ``lyra render``): lyra.viewer.convert.
 """
 
 from __future__ import annotations
@@ -28,60 +28,16 @@ import viser
 from torch import Tensor
 
 from lyra.render.camera_path import CameraPath
-from lyra.render.cameras import make_intrinsics
-from lyra.render.formats import gaussians_rgb, load_dynamic_scene, load_scene
+from lyra.render.formats import load_dynamic_scene, load_scene
 from lyra.render.framing import frame_scene
 from lyra.render.gaussians import Gaussians
-from lyra.render.projection import quat_scale_to_covar
-from lyra.render.rotations import quat_to_rotmat, rotmat_to_quat
+from lyra.utils.errors import LyraUsageError
+from lyra.utils.paths import resolve_inside
+from lyra.viewer.convert import splat_arrays, viewer_camera_to_c2w, viewer_intrinsics
+from lyra.viewer.guard import is_loopback, protect_viser
 
 WORLD_UP = (0.0, -1.0, 0.0)  # lyra.render.cameras: world up is -y
 DEFAULT_FOV_Y_DEG = 50.0
-
-
-# ---- conversions -------------------------------------------------------------------------------------------
-
-
-def viewer_camera_to_c2w(
-    wxyz: Sequence[float] | np.ndarray,  # [4] rotation of camera-to-world
-    position: Sequence[float] | np.ndarray,  # [3] camera centre in the world
-) -> Tensor:  # [4, 4] float64 camera-to-world, OpenCV axes
-    """A viser camera as lyra's ``c2w``: both are OpenCV-axed, so no axis flip is involved."""
-    c2w = torch.eye(4, dtype=torch.float64)
-    c2w[:3, :3] = quat_to_rotmat(torch.as_tensor(np.asarray(wxyz, dtype=np.float64)))
-    c2w[:3, 3] = torch.as_tensor(np.asarray(position, dtype=np.float64))
-    return c2w
-
-
-def c2w_to_viewer_camera(c2w: Tensor) -> tuple[np.ndarray, np.ndarray]:  # [4, 4] -> wxyz [4], position [3]
-    c2w = torch.as_tensor(c2w, dtype=torch.float64)
-    return rotmat_to_quat(c2w[:3, :3]).numpy(), c2w[:3, 3].numpy().copy()
-
-
-def viewer_intrinsics(fov_y: float, width: int, height: int) -> Tensor:  # [3, 3]
-    """Pixel intrinsics of a viewer camera with vertical field of view ``fov_y`` (radians)."""
-    if not 0.0 < fov_y < math.pi:
-        raise ValueError(f"fov_y must lie in (0, pi) radians, got {fov_y}")
-    f = 0.5 * height / math.tan(fov_y / 2)
-    return make_intrinsics(f, f, width / 2.0, height / 2.0)
-
-
-def intrinsics_fov_y(K: Tensor, height: int) -> float:  # K [3, 3] -> radians
-    """The vertical field of view viser needs to show what ``K`` sees (square pixels, centred)."""
-    return 2.0 * math.atan(0.5 * height / float(K[1, 1]))
-
-
-def splat_arrays(gaussians: Gaussians) -> dict[str, np.ndarray]:
-    """What viser's ``add_gaussian_splats`` / ``set_gaussians`` take, for one unbatched scene."""
-    if gaussians.batch_shape:
-        raise ValueError(f"the viewer shows one scene at a time, got batch_shape {tuple(gaussians.batch_shape)}")
-    g = gaussians.detach().to("cpu", torch.float32)
-    return {
-        "centers": g.means.numpy(),
-        "covariances": quat_scale_to_covar(g.quats, g.scales).numpy(),
-        "rgbs": gaussians_rgb(g).numpy(),
-        "opacities": g.opacities[:, None].numpy(),
-    }
 
 
 def load_viewable(path: str | os.PathLike) -> tuple[list[Gaussians], list[float] | None]:
@@ -97,6 +53,16 @@ def load_viewable(path: str | os.PathLike) -> tuple[list[Gaussians], list[float]
     return [load_scene(path)], None
 
 
+def check_address(host: str, port: int, allow_remote: bool) -> None:
+    """Refuse a port outside 1..65535, and a non-loopback ``host`` unless ``allow_remote``."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise LyraUsageError(f"port {port!r} is not a TCP port; pass --port in 1..65535")
+    if not is_loopback(str(host)) and not allow_remote:
+        raise LyraUsageError(f"--host {host} serves the viewer beyond this machine: anyone who can reach it could "
+                             "see the scene and save camera paths here. Pass --allow-remote to mean it, or keep the "
+                             "default 127.0.0.1 and tunnel (ssh -L 8080:127.0.0.1:8080 host)")
+
+
 # ---- the viewer ---------------------------------------------------------------------------------------------
 
 
@@ -106,10 +72,13 @@ class SceneViewer:
     Args:
         frames: one unbatched ``Gaussians`` per time step (one for a static scene).
         times: scene time in [0, 1] of each frame (``None`` for a static scene).
-        host: address to bind; the default serves this machine only (``0.0.0.0`` exposes the
-            scene to the network, which also lets anyone there write camera-path files here).
-        port: port to bind; viser moves to the next free one if it is taken (see ``url``).
-        path_out: file the "Save path" button writes (editable in the GUI).
+        host: address to bind; the default serves this machine only. Anything else (``0.0.0.0``
+            exposes the scene to the network, and lets anyone there save camera paths into
+            ``save_dir``) needs ``allow_remote``.
+        port: port to bind, 1..65535; viser moves to the next free one if it is taken (see ``url``).
+        path_out: file name, inside ``save_dir``, the "Save path" button writes (editable in the GUI).
+        save_dir: the only folder "Save path" writes to (default: the working directory).
+        allow_remote: allow a ``host`` other than loopback (a warning is printed).
         path_size: ``(width, height)`` of the saved camera path; ``None`` uses the browser's view
             size at the first keyframe (rounded down to even, as ``lyra render`` needs).
         fps: playback speed of the play button, in frames per second.
@@ -126,7 +95,10 @@ class SceneViewer:
         path_size: tuple[int, int] | None = None,
         fps: float = 8.0,
         verbose: bool = True,
+        save_dir: str | os.PathLike | None = None,
+        allow_remote: bool = False,
     ) -> None:
+        check_address(host, port, allow_remote)
         frames = list(frames)
         if not frames:
             raise ValueError("SceneViewer needs at least one Gaussians")
@@ -135,6 +107,10 @@ class SceneViewer:
         if path_size is not None and (path_size[0] < 2 or path_size[1] < 2):
             raise ValueError(f"path_size must be (width, height) of at least 2 pixels, got {path_size}")
         self.times = None if times is None else [float(t) for t in times]
+        self.save_dir = Path(save_dir if save_dir is not None else ".").resolve()
+        if not self.save_dir.is_dir():
+            raise LyraUsageError(f"save_dir {self.save_dir} is not a folder; create it or pass another --save-dir")
+        resolve_inside(self.save_dir, str(path_out), "--path-out")  # refuse a bad default before serving
         self.path_size = path_size
         self._arrays = [splat_arrays(g) for g in frames]
         self._keyframes: list[tuple[Tensor, float, float | None]] = []  # (c2w [4, 4], fov_y, time)
@@ -146,6 +122,7 @@ class SceneViewer:
         self.frame = 0
 
         self._player: threading.Thread | None = None
+        protect_viser([host])  # before the server starts: foreign Host / Origin get HTTP 403
         self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
         try:  # the server threads run from here on: a Ctrl-C (or error) during setup must stop them
             self.server.scene.set_up_direction(WORLD_UP)
@@ -197,7 +174,10 @@ class SceneViewer:
         with gui.add_folder("Camera path"):
             self.keyframe_button = gui.add_button("Add keyframe")
             self.clear_button = gui.add_button("Clear keyframes")
-            self.path_text = gui.add_text("Path file", initial_value=path_out)
+            self.path_text = gui.add_text("Path file", initial_value=path_out,
+                                          hint=f"a file name inside {self.save_dir}")
+            self.overwrite_box = gui.add_checkbox("Overwrite", initial_value=False,
+                                                  hint="replace the file if it exists")
             self.save_button = gui.add_button("Save path")
             self.status = gui.add_markdown("No keyframes yet.")
         self.keyframe_button.on_click(lambda event: self._on_keyframe(event.client))
@@ -295,10 +275,24 @@ class SceneViewer:
         time = None if self.times is None else torch.tensor([k[2] for k in self._keyframes])
         return CameraPath(c2w, K, w, h, time)
 
-    def save_path(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the keyframes as camera-path JSON (atomically) to ``path`` or the GUI's path file."""
-        out = Path(path if path is not None else self.path_text.value)
-        self.camera_path().save(out)
+    def save_path(self, name: str | None = None, overwrite: bool | None = None) -> Path:
+        """Write the keyframes as camera-path JSON (atomically) to ``save_dir / name``.
+
+        Args:
+            name: file name inside ``save_dir`` (default: the GUI's "Path file"); absolute names, ``..``
+                and symlinks leading out of ``save_dir`` are refused.
+            overwrite: replace an existing file (default: the GUI's "Overwrite" box).
+        """
+        name = str(name if name is not None else self.path_text.value)
+        out = resolve_inside(self.save_dir, name, "Path file")
+        if overwrite is None:
+            overwrite = bool(self.overwrite_box.value)
+        if out.exists() and not overwrite:
+            raise LyraUsageError(f"{out} exists; tick 'Overwrite' to replace it, or type another file name")
+        if not out.suffix.lower() == ".json":
+            raise LyraUsageError(f"{name!r}: a camera path is a .json file; type a name ending in .json")
+        path = self.camera_path()
+        path.save(out)
         self._set_status(f"Wrote {len(self._keyframes)} keyframe(s) to `{out}`.")
         return out
 
@@ -343,14 +337,24 @@ def view_scene(
     path_size: tuple[int, int] | None = None,
     block: bool = True,
     verbose: bool = True,
+    save_dir: str | os.PathLike | None = None,
+    allow_remote: bool = False,
 ) -> SceneViewer:
     """Serve a scene file (.ply/.splat/.spz) or a dynamic scene folder (docs/viewer.md).
 
     With ``block`` (the ``lyra view`` command) this serves until Ctrl-C; otherwise it returns the
-    running ``SceneViewer`` (call ``stop()`` when done).
+    running ``SceneViewer`` (call ``stop()`` when done). "Save path" writes into ``save_dir``,
+    by default the scene's folder (a dynamic scene folder itself, or a scene file's folder).
     """
+    check_address(host, port, allow_remote)  # before the scene is read: a bad port fails fast
     frames, times = load_viewable(path)
-    viewer = SceneViewer(frames, times, host=host, port=port, path_out=path_out, path_size=path_size, verbose=verbose)
+    if save_dir is None:
+        save_dir = path if Path(path).is_dir() else Path(path).parent
+    if not is_loopback(host):
+        print(f"lyra view: warning: serving on {host}, not loopback: anyone who can reach this machine on port "
+              f"{port} can see the scene and save camera paths into {Path(save_dir).resolve()}", flush=True)
+    viewer = SceneViewer(frames, times, host=host, port=port, path_out=path_out, path_size=path_size, verbose=verbose,
+                         save_dir=save_dir, allow_remote=allow_remote)
     try:
         if verbose:
             kind = f"{len(frames)} time steps" if times is not None else f"{frames[0].num_gaussians} Gaussians"

@@ -5,10 +5,15 @@ from __future__ import annotations
 import math
 import os
 
+import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
 from torch import Tensor
 
 from lyra.utils.atomic import atomic_path
+from lyra.utils.errors import LyraUsageError
+
+FPS_RANGE = (0.1, 1000.0)  # ffmpeg refuses or silently drops frames outside such rates
 
 
 def to_uint8(frames: Tensor | np.ndarray) -> np.ndarray:  # [..., H, W, 3] float in [0, 1] or uint8
@@ -40,16 +45,16 @@ def write_video(
 
     yuv420p subsamples chroma 2x2, so width and height must be even; we refuse odd sizes rather
     than silently resizing (imageio's default) so a video's size is always the size asked for.
+    The written file is read back (its frame count) before it replaces ``path``: an encoder that
+    wrote nothing, or fewer frames, is an error, never a "wrote" for an empty video.
     """
-    import imageio_ffmpeg
-
     frames = to_uint8(frames)
     _check_frames(frames)
     _, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"mp4 (H.264 yuv420p) needs even width and height, got {w}x{h}; render at an even size")
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        raise LyraUsageError(f"fps must lie in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}] frames per second, got {fps}")
     with atomic_path(path) as tmp:
         # The temp name ends in .tmp, so name the container explicitly instead of by extension.
         writer = imageio_ffmpeg.write_frames(
@@ -61,6 +66,25 @@ def write_video(
                 writer.send(np.ascontiguousarray(frame))
         finally:
             writer.close()
+        check_video(tmp, len(frames), shown_as=path)
+
+
+def check_video(
+    path: str | os.PathLike,
+    num_frames: int,
+    shown_as: str | os.PathLike | None = None,  # the name in messages (the final name of a temp file)
+) -> None:
+    """Refuse a video file that is empty or does not hold ``num_frames`` frames (read back by ffmpeg)."""
+    name = shown_as if shown_as is not None else path
+    size = os.path.getsize(path)
+    try:
+        found, _ = imageio_ffmpeg.count_frames_and_secs(str(path)) if size else (0, 0.0)
+    except (RuntimeError, OSError) as err:
+        raise LyraUsageError(f"the video written to {name} cannot be read back ({str(err).splitlines()[0]}); "
+                             "nothing was written") from None
+    if found != num_frames:
+        raise LyraUsageError(f"the video written to {name} holds {found} frames ({size} bytes), not the {num_frames} "
+                             "rendered; the encoder failed (an fps it cannot use?), nothing was written")
 
 
 def contact_sheet(
@@ -89,7 +113,6 @@ def contact_sheet(
 
 
 def write_png(path: str | os.PathLike, image: Tensor | np.ndarray) -> None:  # [H, W, 3]
-    import imageio.v3 as iio
 
     image = to_uint8(image)
     if image.ndim != 3 or image.shape[-1] != 3:
