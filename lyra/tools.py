@@ -5,7 +5,8 @@
     lyra render --ply outputs/generate/procedural_0/scene --out 4d.mp4   # dynamic folder: camera and time move
     lyra render --ply DIR --time-sweep --out t.mp4      # camera fixed, time 0 -> 1 (--bullet-time T: time fixed)
     lyra camera-path --ply scene.ply --trajectory left --out path.json
-    lyra convert scene.ply scene.splat           # or .spz; the suffix picks the format
+    lyra convert scene.ply scene.splat           # or .spz, .usda, .usdc, .usdz; the suffix picks the format
+    lyra convert scene_folder/ scene.usdz        # a dynamic scene folder -> one USD with time samples
     lyra view scene.ply                          # web viewer on http://127.0.0.1:8080
     lyra generate --procedural 0 --decoder outputs/dynamic   # a scene from the main job's decoder (docs/generate.md)
 
@@ -31,9 +32,11 @@ from torch import Tensor
 
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import intrinsics_from_fov, look_at, resize_intrinsics
+from lyra.render.formats import load_dynamic_scene, load_scene, save_dynamic_scene, save_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.render.renderer import GaussianRenderer
+from lyra.render.usd import USD_SUFFIXES, load_usd, save_usd
 from lyra.render.trajectories import LYRA_TRAJECTORIES, MAGNITUDE_RANGES, interpolate_poses, make_trajectory, orbit
 from lyra.viz.demo_scene import demo_scene
 from lyra.viz.video import write_contact_sheet, write_video
@@ -277,14 +280,24 @@ def _cmd_camera_path(args: argparse.Namespace) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    from lyra.render.formats import load_scene, save_scene
-
+    source, target = Path(args.input), Path(args.output)
     try:
-        gaussians = load_scene(args.input)
-        save_scene(args.output, gaussians)
-    except ImportError as err:  # .spz without the optional gsply package
+        if source.is_dir():  # a dynamic scene folder: into one USD file with time samples
+            if target.suffix.lower() not in USD_SUFFIXES:
+                raise ValueError(f"{source} is a dynamic scene folder; convert it to {'/'.join(USD_SUFFIXES)} "
+                                 "(one file with time samples)")
+            scenes, times = load_dynamic_scene(source)
+            save_usd(target, scenes, times)
+        elif source.suffix.lower() in USD_SUFFIXES and not target.suffix:  # a USD file into a scene folder
+            scenes, times = load_usd(source)
+            save_dynamic_scene(target, scenes, times if times is not None else [0.0])
+        else:
+            scenes = [load_scene(source)]
+            save_scene(target, scenes[0])
+    except ImportError as err:  # .spz without gsply, USD without usd-core: optional packages
         raise ValueError(str(err)) from None
-    print(f"wrote {args.output} ({gaussians.num_gaussians} Gaussians)")
+    print(f"wrote {target} ({len(scenes)} x {scenes[0].num_gaussians} Gaussians)" if len(scenes) > 1
+          else f"wrote {target} ({scenes[0].num_gaussians} Gaussians)")
 
 
 def _cmd_view(args: argparse.Namespace) -> None:
@@ -338,9 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_camera_args(c)
     c.set_defaults(func=_cmd_camera_path)
 
-    v = sub.add_parser("convert", help="convert a scene between .ply, .splat and .spz (docs/viewer.md)")
-    v.add_argument("input", help="scene file: .ply, .splat or .spz")
-    v.add_argument("output", help="output file; its suffix picks the format")
+    v = sub.add_parser("convert", help="convert a scene between .ply, .splat, .spz and USD (.usda/.usdc/.usdz) "
+                                       "(docs/viewer.md)")
+    v.add_argument("input", help="scene file: .ply, .splat, .spz, .usda/.usdc/.usdz; or a dynamic scene folder "
+                                 "(index.json + one file per time) to write as USD time samples")
+    v.add_argument("output", help="output file, its suffix picks the format; a path without suffix writes a "
+                                  "dynamic USD as a scene folder")
     v.set_defaults(func=_cmd_convert)
 
     w = sub.add_parser("view", help="serve a scene file or dynamic scene folder in a web viewer (viser)")
