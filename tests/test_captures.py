@@ -224,3 +224,16 @@ def test_distorted_frames_are_undistorted_to_the_pinhole_camera(tmp_path):
     expected = torch.tensor([f * 0.45 + cx, f * -0.3 + cy], dtype=torch.float64)
     assert (_blob_centroid(rgb, expected, radius=3) - expected).abs().max() < 0.1
     assert (ud - expected).abs().max() > 1.5  # the lens moved it: without undistortion the test would fail
+
+
+def test_a_scene_decoded_in_normalised_units_returns_to_the_capture_units(capture_folders):
+    from lyra.render.gaussians import Gaussians
+
+    cap = read_capture(capture_folders["llff"])
+    g = Gaussians(cap.c2w[:, :3, 3].float(), torch.tensor([[1.0, 0, 0, 0]]).expand(cap.num_frames, 4),
+                  torch.full((cap.num_frames, 3), 0.1), torch.full((cap.num_frames,), 0.5),
+                  torch.rand(cap.num_frames, 3))
+    back = cap.gaussians_to_capture_units(g)
+    raw = read_capture(capture_folders["llff"], normalization="none")
+    torch.testing.assert_close(back.means.double(), raw.c2w[:, :3, 3], atol=1e-5, rtol=1e-6)  # camera centres
+    torch.testing.assert_close(back.scales, g.scales / cap.scale)

@@ -7,8 +7,8 @@ frame with its sample, held-out trajectory, frame index, the capture and image i
 clip comes from a real capture (``lyra.data.captures.CaptureSource``), and PSNR / SSIM / LPIPS of
 the student and of each baseline against ground truth (the teacher's frames where a clip has none).
 
-It renders the student's Gaussians once more per test batch (the report keeps only means), so a
-test run with it costs about one extra decoder pass per sample.
+It decodes each test batch once more and renders only the held-out truth frames (the report keeps
+only means): about one extra decoder pass per sample.
 
     trainer:
       callbacks:
@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -62,20 +63,36 @@ class FrameScores(L.Callback):
     @torch.no_grad()
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: ClipBatch,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        rgb = pl_module.render_targets(pl_module(batch), batch).rgb.reshape(batch.rgb.shape)  # [B, V, F, H, W, 3]
+        picked = self._truth_targets(batch)
+        if picked is None:
+            return
+        truth_batch, views, truth = picked
+        rgb = pl_module.render_targets(pl_module(truth_batch), truth_batch).rgb.reshape(truth_batch.rgb.shape)
         for b, meta in enumerate(batch.meta):
-            heldout = meta.get("heldout")
-            if not heldout or not any(heldout):
-                continue
-            self.rows += self._sample_rows(batch, b, meta, heldout.index(True), rgb[b])
+            self.rows += self._sample_rows(truth_batch, b, meta, views[b], truth, rgb[b, 0])
 
-    def _sample_rows(self, batch: ClipBatch, b: int, meta: dict, v: int, rgb: Tensor) -> list[dict[str, Any]]:
-        truth = list(meta.get("truth_frames", range(batch.rgb.shape[2])))
-        frames = list(meta.get("frames", range(batch.rgb.shape[2])))
-        reference = batch.gt_rgb if batch.gt_rgb is not None else batch.rgb
-        ref = reference[b, v, truth]
-        c2w, K, time = batch.c2w[b, v, truth], batch.K[b, v, truth], batch.time[b, v, truth]
-        preds = {"student": rgb[v, truth]}
+    @staticmethod
+    def _truth_targets(batch: ClipBatch) -> tuple[ClipBatch, list[int], list[int]] | None:
+        """The batch with only its held-out truth frames as targets ([B, 1, F_truth]), each sample's
+        held-out view and the truth frames' positions among the targets; None when a sample holds none out."""
+        views = [m.get("heldout", []).index(True) if any(m.get("heldout", [])) else None for m in batch.meta]
+        if not views or None in views:
+            return None
+        truth = list(batch.meta[0].get("truth_frames", range(batch.rgb.shape[2])))
+        rows = torch.arange(batch.batch_size)[:, None, None]
+        v = torch.tensor(views)[:, None, None]
+        t = torch.tensor(truth)[None, None, :]
+        pick = {k: getattr(batch, k)[rows, v, t] for k in ("rgb", "c2w", "K", "time", "depth", "gt_rgb")
+                if getattr(batch, k) is not None}
+        return replace(batch, **pick), views, truth
+
+    def _sample_rows(self, batch: ClipBatch, b: int, meta: dict, v: int, truth: list[int],
+                     student: Tensor) -> list[dict[str, Any]]:  # student: [F_truth, H, W, 3]
+        """One row per truth frame of sample ``b`` (``batch`` holds only its truth frames as targets)."""
+        frames = list(meta.get("frames", range(max(truth) + 1)))
+        ref = (batch.gt_rgb if batch.gt_rgb is not None else batch.rgb)[b, 0]
+        c2w, K, time = batch.c2w[b, 0], batch.K[b, 0], batch.time[b, 0]
+        preds = {"student": student}
         src = batch.sources[b] if batch.sources else None
         if src is not None and "nearest" in self.baselines:
             preds["nearest"] = nearest_frame(src, c2w.cpu()).to(ref.device)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+from lyra.render.gaussians import Gaussians
 
 CaptureFormat = Literal["colmap", "llff", "realestate10k", "transforms_json"]
 Normalization = Literal["auto", "points", "bounds", "cameras", "none"]
@@ -135,6 +136,12 @@ class Capture:
 
     def from_capture_units(self, points: Tensor) -> Tensor:  # [..., 3] capture units -> [..., 3] normalised
         return (points.double() - self.origin) * self.scale
+
+    def gaussians_to_capture_units(self, gaussians: Gaussians) -> Gaussians:
+        """A scene decoded from this capture's clips (normalised units) in the capture's own units:
+        means through the inverse map, scales divided by ``scale``; rotations, opacities and colours as they are."""
+        means = self.to_capture_units(gaussians.means).to(gaussians.means.dtype)
+        return replace(gaussians, means=means, scales=gaussians.scales / self.scale)
 
     def normalization_meta(self) -> dict:
         """JSON-serialisable record of the normalisation (stored in every clip's meta)."""
