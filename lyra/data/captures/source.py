@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -109,11 +110,11 @@ class CaptureSource(ClipGenerator):
     @root.setter
     def root(self, value: str | os.PathLike | None) -> None:
         self._root = None if value is None else str(value)
-        self._paths: list | None = None
+        self._paths: list[Path] | None = None
         self._captures: dict[int, Capture] = {}
 
     @property
-    def capture_paths(self) -> list:
+    def capture_paths(self) -> list[Path]:
         if self._root is None:
             raise ValueError("CaptureSource has no root: set the capture folder (--data.init_args.root DIR)")
         if self._paths is None:
