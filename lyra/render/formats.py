@@ -39,7 +39,7 @@ from torch import Tensor
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.render.sh import rgb_to_sh0, sh0_to_rgb
-from lyra.render.usd import USD_SUFFIXES, load_usd, save_usd
+from lyra.render.usd import USD_SUFFIXES, load_usd_scene, save_usd
 from lyra.utils.atomic import atomic_path, atomic_write_text
 
 SPLAT_RECORD = np.dtype([("position", "<f4", (3,)), ("scale", "<f4", (3,)), ("rgba", "u1", (4,)), ("rot", "u1", (4,))])
@@ -305,14 +305,10 @@ def _suffix(path: Path) -> str:
 
 
 def save_scene(path: str | os.PathLike, gaussians: Gaussians) -> None:
-    """Write one scene in the format its suffix names: .ply (lossless), .splat, .spz or USD (.usda / .usdc /
-    .usdz, lossless in float32)."""
+    """Write one scene in the format its suffix names: .ply (lossless), .splat, .spz, .usda/.usdc/.usdz."""
     path = Path(path)
-    suffix = _suffix(path)
-    if suffix in USD_SUFFIXES:
-        save_usd(path, gaussians)
-        return
-    {".ply": save_ply, ".splat": save_splat, ".spz": save_spz}[suffix](path, gaussians)
+    writers = {".ply": save_ply, ".splat": save_splat, ".spz": save_spz, **dict.fromkeys(USD_SUFFIXES, save_usd)}
+    writers[_suffix(path)](path, gaussians)
 
 
 def load_scene(path: str | os.PathLike) -> Gaussians:
@@ -320,11 +316,7 @@ def load_scene(path: str | os.PathLike) -> Gaussians:
     path = Path(path)
     suffix = _suffix(path)
     if suffix in USD_SUFFIXES:
-        scenes, times = load_usd(path)
-        if times is not None:
-            raise ValueError(f"{str(path)!r} is a dynamic scene ({len(times)} time samples); read it with "
-                             "lyra.render.usd.load_usd, or convert it to a scene folder")
-        return scenes[0]
+        return load_usd_scene(path)
     if suffix == ".ply":
         from plyfile import PlyParseError
 

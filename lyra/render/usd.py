@@ -191,5 +191,14 @@ def load_usd(path: str | os.PathLike) -> tuple[list[Gaussians], list[float] | No
     return sets, [float(t) for t in times] if times is not None else [float(t) for t in samples]
 
 
+def load_usd_scene(path: str | os.PathLike) -> Gaussians:
+    """The one scene of a static USD file (``load_usd`` reads dynamic ones)."""
+    scenes, times = load_usd(path)
+    if times is not None:
+        raise ValueError(f"{str(path)!r} is a dynamic scene ({len(times)} time samples); read it with "
+                         "lyra.render.usd.load_usd, or convert it to a scene folder")
+    return scenes[0]
+
+
 def _read(attr, when, width: int) -> torch.Tensor:  # [M, width] float32
     return torch.from_numpy(np.asarray(attr.Get(when), dtype=np.float32).reshape(-1, width).copy())

@@ -93,7 +93,7 @@ def frame_intrinsics(
     return resize_intrinsics(crop_intrinsics(K.double(), top, left), (h, w), (height, width))
 
 
-def load_frame(capture: Capture, index: int, height: int, width: int) -> tuple[Tensor, Tensor]:
+def load_frame(capture: Capture, index: int, height: int, width: int) -> tuple[Tensor, Tensor]:  # [H, W, 3], [3, 3]
     """Frame ``index`` of ``capture`` at ``height`` x ``width``: (rgb [H, W, 3], K [3, 3]).
 
     An image stored at another size than its camera states (e.g. a downscaled ``images_4/``) is

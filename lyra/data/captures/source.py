@@ -161,8 +161,14 @@ class CaptureSource(ClipGenerator):
         return GeneratedClip(c2w=capture.c2w[frames].float(), K=K, time=torch.zeros(frames.shape), rgb=rgb,
                              depth=depth, depth_is_metric=metric, gt_rgb=rgb, meta=meta)
 
-    def _depth(self, capture: Capture, frames: Tensor, rgb: Tensor, K: Tensor) -> tuple[Tensor | None, bool]:
-        """[V, T, H, W] depth (0 unknown) and whether it is in the cameras' units."""
+    def _depth(
+        self,
+        capture: Capture,
+        frames: Tensor,  # [V, T] capture frame indices
+        rgb: Tensor,  # [V, T, H, W, 3] those frames at clip size
+        K: Tensor,  # [V, T, 3, 3] their intrinsics
+    ) -> tuple[Tensor | None, bool]:  # [V, T, H, W] depth (0: unknown), whether it is in the cameras' units
+        """The clip's depth as ``depth`` asks (module docstring)."""
         if self.depth == "none":
             return None, False
         H, W = rgb.shape[2:4]

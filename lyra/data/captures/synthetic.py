@@ -106,8 +106,14 @@ def film_procedural(
     return FilmedCapture(capture, depth.float(), P)
 
 
-def _lift_points(rgb: Tensor, depth: Tensor, c2w: Tensor, K: Tensor, n: int,
-                 g: torch.Generator) -> tuple[Tensor, Tensor]:  # points [P, 3] float64, colours [P, 3]
+def _lift_points(
+    rgb: Tensor,  # [N, H, W, 3]
+    depth: Tensor,  # [N, H, W] z-depth, 0 on the sky
+    c2w: Tensor,  # [N, 4, 4]
+    K: Tensor,  # [N, 3, 3]
+    n: int,
+    g: torch.Generator,
+) -> tuple[Tensor, Tensor]:  # points [P, 3] float64, colours [P, 3]
     N, H, W = depth.shape
     o, d = pixel_rays(c2w.double(), K.double(), H, W)  # [N, H, W, 3]
     dist = ray_distance(depth.double(), d, c2w.double())
@@ -117,7 +123,12 @@ def _lift_points(rgb: Tensor, depth: Tensor, c2w: Tensor, K: Tensor, n: int,
     return world[pick], rgb.reshape(-1, 3)[pick]
 
 
-def _observations(points: Tensor, depth: Tensor, viewmats: Tensor, K: Tensor) -> list[Tensor]:
+def _observations(
+    points: Tensor,  # [P, 3]
+    depth: Tensor,  # [N, H, W] exact z-depth
+    viewmats: Tensor,  # [N, 4, 4]
+    K: Tensor,  # [N, 3, 3]
+) -> list[Tensor]:  # N x [M_i] indices of the points each frame sees
     """Per frame, the points it sees: in view, and their depth agrees with the depth map (not occluded)."""
     N, H, W = depth.shape
     seen = []
