@@ -164,3 +164,16 @@ def test_pickle_with_foreign_globals_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"AlexNet_0": print}))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         load_lpips_weights("alex", path)
+
+
+def test_weights_first_read_in_inference_mode_still_train():
+    """A metric built inside a test loop (inference mode) must not leave inference tensors in the
+    shared weight cache for a later training loss (their backward would fail)."""
+    from lyra.losses.lpips_weights import _load_cached
+
+    _load_cached.cache_clear()
+    with torch.inference_mode():
+        LPIPS("alex")
+    x = torch.rand(1, 32, 32, 3, requires_grad=True)
+    LPIPS("alex")(x, torch.rand(1, 32, 32, 3)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
