@@ -5,7 +5,8 @@
     lyra render --ply outputs/generate/procedural_0/scene --out 4d.mp4   # dynamic folder: camera and time move
     lyra render --ply DIR --time-sweep --out t.mp4      # camera fixed, time 0 -> 1 (--bullet-time T: time fixed)
     lyra camera-path --ply scene.ply --trajectory left --out path.json
-    lyra convert scene.ply scene.splat           # or .spz; the suffix picks the format
+    lyra convert scene.ply scene.splat           # or .spz, .usda, .usdc, .usdz; the suffix picks the format
+    lyra convert scene_folder/ scene.usdz        # a dynamic scene folder -> one USD with time samples
     lyra view scene.ply                          # web viewer on http://127.0.0.1:8080 (docs/viewer.md: protection)
     lyra generate --procedural 0 --decoder outputs/dynamic   # a scene from the main job's decoder (docs/generate.md)
 
@@ -36,10 +37,12 @@ from torch import Tensor
 
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import intrinsics_from_fov, look_at, resize_intrinsics
+from lyra.render.formats import load_dynamic_scene, load_scene, save_dynamic_scene, save_scene
 from lyra.render.framing import frame_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.render.renderer import GaussianRenderer
+from lyra.render.usd import USD_SUFFIXES, load_usd, save_usd
 from lyra.render.trajectories import LYRA_TRAJECTORIES, MAGNITUDE_RANGES, interpolate_poses, make_trajectory, orbit
 from lyra.utils import args as types
 from lyra.utils.errors import LyraUsageError, run_reporting_errors
@@ -50,8 +53,6 @@ from lyra.data.cache_cli import add_cache_parser
 from lyra.inference.cli import add_generate_parser
 from lyra.inference.paths import load_camera_path, resample
 from lyra.inference.render import render_frames
-from lyra.render.formats import load_dynamic_scene
-from lyra.render.formats import load_scene, save_scene
 
 TRAJECTORIES = (*LYRA_TRAJECTORIES, "orbit")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -253,20 +254,40 @@ def _cmd_camera_path(args: argparse.Namespace) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    if Path(args.input).resolve() == Path(args.output).resolve():
-        raise LyraUsageError(f"{args.output} is the input file; pass another output name")
+    source, target = Path(args.input), Path(args.output)
+    if source.resolve() == target.resolve():
+        raise LyraUsageError(f"{target} is the input file; pass another output name")
     try:
-        gaussians = load_scene(args.input)
-        if gaussians.num_gaussians == 0:
-            raise LyraUsageError(f"{args.input} holds no Gaussians; there is nothing to convert")
-        save_scene(args.output, gaussians)
-        written = load_scene(args.output).num_gaussians  # read back: never report a file lyra cannot open
-    except ImportError as err:  # .spz without the optional gsply package
+        if source.is_dir():  # a dynamic scene folder: into one USD file with time samples
+            if target.suffix.lower() not in USD_SUFFIXES:
+                raise LyraUsageError(f"{source} is a dynamic scene folder; convert it to {'/'.join(USD_SUFFIXES)} "
+                                     "(one file with time samples)")
+            scenes, times = load_dynamic_scene(source)
+            _refuse_empty(source, scenes)
+            save_usd(target, scenes, times)
+            back = load_usd(target)[0]
+        elif source.suffix.lower() in USD_SUFFIXES and not target.suffix:  # a USD file into a scene folder
+            scenes, times = load_usd(source)
+            _refuse_empty(source, scenes)
+            save_dynamic_scene(target, scenes, times if times is not None else [0.0])
+            back = load_dynamic_scene(target)[0]
+        else:
+            scenes = [load_scene(source)]
+            _refuse_empty(source, scenes)
+            save_scene(target, scenes[0])
+            back = [load_scene(target)]  # read back: never report a file lyra cannot open
+    except ImportError as err:  # .spz without gsply, USD without usd-core: optional packages
         raise LyraUsageError(str(err)) from None
-    if written != gaussians.num_gaussians:
-        raise LyraUsageError(f"{args.output} reads back {written} Gaussians, not the {gaussians.num_gaussians} "
-                             "written; the file is damaged (disk full?)")
-    print(f"wrote {args.output} ({written} Gaussians)")
+    if [g.num_gaussians for g in back] != [g.num_gaussians for g in scenes]:
+        raise LyraUsageError(f"{target} reads back {[g.num_gaussians for g in back]} Gaussians, not the "
+                             f"{[g.num_gaussians for g in scenes]} written; the file is damaged (disk full?)")
+    print(f"wrote {target} ({len(scenes)} x {scenes[0].num_gaussians} Gaussians)" if len(scenes) > 1
+          else f"wrote {target} ({scenes[0].num_gaussians} Gaussians)")
+
+
+def _refuse_empty(source: Path, scenes: list[Gaussians]) -> None:
+    if any(g.num_gaussians == 0 for g in scenes):
+        raise LyraUsageError(f"{source} holds no Gaussians; there is nothing to convert")
 
 
 def _cmd_view(args: argparse.Namespace) -> None:
@@ -325,9 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_camera_args(c)
     c.set_defaults(func=_cmd_camera_path)
 
-    v = sub.add_parser("convert", help="convert a scene between .ply, .splat and .spz (docs/viewer.md)")
-    v.add_argument("input", help="scene file: .ply, .splat or .spz")
-    v.add_argument("output", help="output file; its suffix picks the format")
+    v = sub.add_parser("convert", help="convert a scene between .ply, .splat, .spz and USD (.usda/.usdc/.usdz) "
+                                       "(docs/viewer.md)")
+    v.add_argument("input", help="scene file: .ply, .splat, .spz, .usda/.usdc/.usdz; or a dynamic scene folder "
+                                 "(index.json + one file per time) to write as USD time samples")
+    v.add_argument("output", help="output file, its suffix picks the format; a path without suffix writes a "
+                                  "dynamic USD as a scene folder")
     v.set_defaults(func=_cmd_convert)
 
     w = sub.add_parser("view", help="serve a scene file or dynamic scene folder in a web viewer (viser)")

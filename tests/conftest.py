@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lyra.data.captures import write_colmap, write_llff, write_realestate10k, write_transforms_json
+from lyra.data.captures.synthetic import film_procedural
 from lyra.data.clip import ClipBatch
 from lyra.losses.rendering import RenderingLoss
 from lyra.models.blocks import BodyConfig
@@ -211,3 +213,31 @@ def browser():
     b = Browser()
     yield b
     b.close()
+
+
+# ---- real-capture fixtures (test_captures.py, test_capture_source.py, test_capture_protocol.py) ------
+
+CAPTURE_WRITERS = {
+    "colmap_text": lambda folder, capture: write_colmap(folder, capture),
+    "colmap_binary": lambda folder, capture: write_colmap(folder, capture, binary=True),
+    "llff": write_llff,
+    "realestate10k": lambda folder, capture: write_realestate10k(folder / "clip.txt", capture),
+    "transforms_json": write_transforms_json,
+}
+
+
+@pytest.fixture(scope="session")
+def filmed_capture(tmp_path_factory):
+    """A procedural world filmed along a spiral: 30 frames of 64 x 96 with sparse points, exact depth
+    and a marker blob at a known world point (lyra.data.captures.synthetic)."""
+    return film_procedural(tmp_path_factory.mktemp("filmed") / "frames", num_frames=30, height=64, width=96,
+                           marker=True)
+
+
+@pytest.fixture(scope="session")
+def capture_folders(filmed_capture, tmp_path_factory):
+    """The filmed capture written in every format lyra reads: {format: folder}."""
+    root = tmp_path_factory.mktemp("captures")
+    for name, write in CAPTURE_WRITERS.items():
+        write(root / name, filmed_capture.capture)
+    return {name: root / name for name in CAPTURE_WRITERS}

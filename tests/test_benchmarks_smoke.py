@@ -105,3 +105,12 @@ def test_oracle_depth_puts_gaussians_at_the_clip_depth_with_the_errors_asked_for
     assert 0.15 < err.std() < 0.25 and err.mean().abs() < 0.05
     again = dec.gaussian_depths(with_clip_depth(student, g, batch, 0.0, 0.2), batch.src_c2w, (64, 64))
     assert torch.equal(again, noisy)  # fixed per scene, as a decoder's errors are
+
+
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
+def test_capture_smoke_reads_and_scores_a_synthetic_capture():
+    res, text = _run("capture.py", "--smoke")
+    assert res["capture_frames"] == 25 and res["clip"] == [3, 9, 32, 32]
+    assert res["read_s"] > 0 and res["score_s"] > 0 and res["score_peak_rss_gb"] >= res["read_peak_rss_gb"] > 0
+    assert res["scored_frames"] == 4  # truth frames 2, 4, 6, 8 of the held-out part
+    assert "| student |" in text and "| input_warp |" in text

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from lyra.cli import LyraCLI, expand_config_bases, main
+from lyra.callbacks import FrameScores
+from lyra.data.captures import CaptureSource
 from lyra.data.codecs import DCTCodec
 from lyra.data.datamodule import ClipDataModule
 from lyra.data.generators import ProceduralGenerator
@@ -25,6 +27,7 @@ SIZE_STAGES = {"1_176x320_17f.yaml": (17, 176, 320), "2_49f.yaml": (49, 176, 320
                "4_704x1280.yaml": (49, 704, 1280), "5_121f.yaml": (121, 704, 1280)}
 STAGES = sorted(p.name for p in (CONFIGS / "stages").glob("*.yaml"))
 INFER = sorted(f"infer/{p.name}" for p in (CONFIGS / "infer").glob("*.yaml"))
+CAPTURES = ["captures.yaml", "eval/capture.yaml"]
 ON_CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
           "--trainer.precision", "32-true"]
 # The reference body is 58 M parameters; stacking tests build it at a fraction of the width.
@@ -44,7 +47,7 @@ def configs(*names):
 def test_config_folder_is_covered():
     found = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
     assert found == {*CPU, *GPU, "generate.yaml", "gpu/generate_gen3c.yaml", "base/student_cpu.yaml",
-                     "base/student_gpu.yaml", *(f"stages/{s}" for s in STAGES), *INFER}
+                     "base/student_gpu.yaml", *(f"stages/{s}" for s in STAGES), *INFER, *CAPTURES}
     assert len(STAGES) == 8
 
 
@@ -296,3 +299,49 @@ def test_fit_from_a_cache_stops_at_a_corrupt_shard_naming_it(tmp_path, in_tmp):
     with pytest.raises(ValueError, match=rf"{bad.name}.*checksum mismatch.*lyra cache verify"):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step <= 1  # clip 0 may train first; clip 1 never does
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_capture_configs_build_what_they_say(name, capture_folders, in_tmp):
+    root = capture_folders["colmap_binary"]
+    cli = build(*configs(name), "--data.init_args.root", str(root))
+    model, data = cli.model, cli.datamodule
+    assert isinstance(model, StudentModule) and type(model.decoder) is StaticGaussianDecoder
+    assert isinstance(data, ClipDataModule) and data.test_heldout == [-1] and data.counts["test"] is None
+    source = data.teacher.generator
+    assert isinstance(source, CaptureSource) and source.root == str(root) and source.depth == "sparse"
+    assert model.decoder.config.input_depth and model.hparams.input_depth_noise == 0.0  # the depth input_warp lifts
+    assert model.decoder.config.latent_channels == data.teacher.codec.latent_channels
+    evaluation = name == "eval/capture.yaml"
+    assert source.layout == ("split" if evaluation else "interleaved")
+    assert any(isinstance(c, FrameScores) for c in cli.trainer.callbacks) is evaluation
+    assert {"nearest", "input_warp"} <= set(model.eval_config.baselines)
+    # One capture: the protocol scores its first window; training cuts four from it.
+    assert data.split_indices("test") == list(range(2_000_000, 2_000_000 + (1 if evaluation else 4)))
+
+
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
+def test_fit_and_test_on_a_capture_folder_through_the_capture_configs(capture_folders, in_tmp):
+    """Train a few steps on a folder of captures (configs/captures.yaml), then score the checkpoint on
+    it with the real-capture protocol (configs/eval/capture.yaml), shrunk by the cpu_tiny overlay."""
+    root = in_tmp / "captures"
+    root.mkdir()
+    for name in ("colmap_binary", "transforms_json"):
+        (root / name).symlink_to(capture_folders[name], target_is_directory=True)
+    tiny = [*configs("stages/cpu_tiny.yaml"), "--data.init_args.root", str(root), "--data.init_args.test_heldout",
+            "[-1]", "--data.init_args.num_test_clips", "null", "--data.init_args.num_workers", "0"]
+    main(["fit", *configs("captures.yaml"), *tiny, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+          "--trainer.max_time", "null", "--trainer.default_root_dir", str(in_tmp / "fit")])
+    ckpt = next((in_tmp / "fit").rglob("last.ckpt"))
+    main(["test", *configs("eval/capture.yaml"), *tiny, "--trainer.default_root_dir", str(in_tmp / "test"),
+          "--ckpt_path", str(ckpt)])
+    test = next((in_tmp / "test").rglob("summary.json")).parent
+    summary = json.loads((test / "summary.json").read_text())
+    assert summary["num_scenes"] == 2
+    for key in ("student/truth/psnr@sub2", "nearest/truth/psnr@sub2", "input_warp/truth/psnr@sub2",
+                "codec/truth/psnr@sub2"):
+        assert 0 < summary[key] < 100, key
+    rows = json.loads((test / "frames.json").read_text())
+    assert {r["capture"] for r in rows} == {"colmap_binary", "transforms_json"}
+    assert len(rows) == 2 * 4  # truth frames 2, 4, 6, 8 of the held-out last part (9 frames, 5 targets)
+    assert all(r["image"].startswith("frame_") and 0 < r["student_psnr"] < 100 for r in rows)

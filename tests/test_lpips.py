@@ -174,3 +174,16 @@ def test_spatial_map_says_where_the_distance_is(examples):
     m = lpips.spatial(ref, half)
     assert float(m[:, 40:].mean()) > 5 * float(m[:, :24].mean())
     assert lpips.spatial(ref[None].expand(3, -1, -1, -1), ref[None].expand(3, -1, -1, -1)).abs().max() < 1e-6
+
+
+def test_weights_first_read_in_inference_mode_still_train():
+    """A metric built inside a test loop (inference mode) must not leave inference tensors in the
+    shared weight cache for a later training loss (their backward would fail)."""
+    from lyra.losses.lpips_weights import _load_cached
+
+    _load_cached.cache_clear()
+    with torch.inference_mode():
+        LPIPS("alex")
+    x = torch.rand(1, 32, 32, 3, requires_grad=True)
+    LPIPS("alex")(x, torch.rand(1, 32, 32, 3)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -331,6 +331,7 @@ class ClipDataModule(lightning.LightningDataModule):
         width: int | None = None,
         train_clip_reuse: int = 1,
         targets: Literal["source", "all"] = "source",
+        root: str | None = None,
     ) -> None:
         """Clips for the student: train / val / test splits of a teacher's clips.
 
@@ -344,7 +345,9 @@ class ClipDataModule(lightning.LightningDataModule):
             batch_size: samples (scenes) per batch.
             num_workers: DataLoader worker processes.
             num_train_clips, num_val_clips, num_test_clips: clips per split (``None``: every clip
-                of that split in the cache). Splits use disjoint index ranges, hence scenes.
+                of that split in the cache, or every clip of a teacher whose generator holds a
+                finite number, ``num_clips``, as ``CaptureSource`` does). Splits use disjoint
+                index ranges, hence scenes (a finite generator repeats its clips in every range).
             seed: seed of the view / frame sampling.
             test_heldout: trajectories (names, or view indices) held out in the test split; each
                 gives its own sample per clip (docs/evaluation.md). Empty: no held-out view.
@@ -361,6 +364,9 @@ class ClipDataModule(lightning.LightningDataModule):
                 the decoder reads, as in the paper) or ``"all"`` (every trajectory of the clip, so
                 with ``num_views`` below the clip's count some targets are views the decoder never
                 saw: direct supervision of novel views).
+            root: a folder of real captures for a teacher whose generator reads them
+                (``lyra.data.captures.CaptureSource``): it replaces that generator's ``root``, so
+                one option points a config at another folder. ``None``: leave the generator as built.
         """
         super().__init__()
         if source == "on_the_fly" and teacher is None:
@@ -381,8 +387,9 @@ class ClipDataModule(lightning.LightningDataModule):
             if n is not None and not 0 <= n <= SPLIT_SIZE:
                 raise ValueError(f"num_{split}_clips must lie in [0, {SPLIT_SIZE}] (splits use disjoint index "
                                  f"ranges of that size), got {n}")
-            if n is None and source == "on_the_fly":
-                raise ValueError(f"num_{split}_clips=None (all clips) needs source='shards'; give a count")
+            if n is None and source == "on_the_fly" and not hasattr(type(teacher.generator), "num_clips"):
+                raise ValueError(f"num_{split}_clips=None (all clips) needs source='shards' or a generator with a "
+                                 "finite number of clips (CaptureSource); give a count")
         self.source, self.teacher, self.shard_dir = source, teacher, shard_dir
         self.num_views, self.target_frames, self.batch_size = (lo, hi), target_frames, batch_size
         if test_target_frames is not None and test_target_frames < 1:
@@ -397,6 +404,12 @@ class ClipDataModule(lightning.LightningDataModule):
         self.targets = targets
         self.num_workers, self.counts, self.seed = num_workers, counts, seed
         self._reader: ShardReader | None = None
+        if root is not None:
+            if teacher is None or not hasattr(teacher.generator, "root"):
+                what = type(teacher.generator).__name__ if teacher is not None else "no teacher"
+                raise ValueError(f"root={root!r} names a capture folder, but the teacher's generator ({what}) reads "
+                                 "no captures; use a teacher with generator lyra.data.captures.CaptureSource")
+            teacher.generator.root = root
         self.expected_size = {"num_frames": num_frames, "height": height, "width": width}
         if teacher is not None:
             self._check_size(teacher.describe(), f"the teacher ({type(teacher.generator).__name__})")
@@ -424,7 +437,7 @@ class ClipDataModule(lightning.LightningDataModule):
     def split_indices(self, split: Split) -> list[int]:
         lo, n = SPLIT_OFFSETS[split], self.counts[split]
         if self.source == "on_the_fly":
-            return list(range(lo, lo + n))
+            return list(range(lo, lo + (self.teacher.generator.num_clips if n is None else n)))
         self._reader = self._reader or ShardReader(self.shard_dir)
         found = [i for i in self._reader.indices if lo <= i < lo + SPLIT_SIZE]
         if n is not None and len(found) < n:

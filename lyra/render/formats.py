@@ -2,7 +2,8 @@
 
 Web splat viewers read more than the 3DGS PLY (``lyra.render.ply``): antimatter15's ``.splat`` (a
 fixed 32-byte record per splat, no header) and Niantic's ``.spz`` (quantised and gzipped, ~10x
-smaller than PLY). ``save_scene`` / ``load_scene`` pick the format from the suffix, and a dynamic
+smaller than PLY), and OpenUSD (``.usda`` / ``.usdc`` / ``.usdz``, ``lyra.render.usd``: Omniverse and
+Isaac Sim). ``save_scene`` / ``load_scene`` pick the format from the suffix, and a dynamic
 (4D) scene is a folder of per-time files plus ``index.json`` (``save_dynamic_scene``). The layouts,
 what each one loses and the measured round-trip errors are in docs/viewer.md.
 
@@ -40,6 +41,7 @@ from lyra.render.ply import load_ply, save_ply
 from lyra.render.scene_checks import check_readable, check_suffix, one_scene
 from lyra.render.sh import sh0_to_rgb
 from lyra.render.spz import _rdf_rub, load_spz, save_spz  # noqa: F401  (re-exported: lyra.render.formats names all formats)
+from lyra.render.usd import USD_SUFFIXES, load_usd_scene, save_usd
 from lyra.utils.atomic import atomic_path, atomic_write_text
 from lyra.utils.errors import LyraUsageError
 from lyra.utils.jsonfile import is_number, read_json
@@ -48,7 +50,7 @@ from lyra.utils.paths import resolve_inside
 
 SPLAT_RECORD = np.dtype([("position", "<f4", (3,)), ("scale", "<f4", (3,)), ("rgba", "u1", (4,)), ("rot", "u1", (4,))])
 assert SPLAT_RECORD.itemsize == 32
-SUFFIXES = (".ply", ".splat", ".spz")
+SUFFIXES = (".ply", ".splat", ".spz", *USD_SUFFIXES)
 DYNAMIC_INDEX = "index.json"
 DYNAMIC_FORMAT = "lyra.dynamic_scene/1"
 # The file names lyra's student writes for dynamic test scenes (lyra.models.student): t003_0.429.ply.
@@ -154,15 +156,18 @@ def _suffix(path: Path) -> str:
 
 
 def save_scene(path: str | os.PathLike, gaussians: Gaussians) -> None:
-    """Write one scene in the format its suffix names: .ply (lossless), .splat or .spz."""
+    """Write one scene in the format its suffix names: .ply (lossless), .splat, .spz, .usda/.usdc/.usdz."""
     path = Path(path)
-    {".ply": save_ply, ".splat": save_splat, ".spz": save_spz}[_suffix(path)](path, gaussians)
+    writers = {".ply": save_ply, ".splat": save_splat, ".spz": save_spz, **dict.fromkeys(USD_SUFFIXES, save_usd)}
+    writers[_suffix(path)](path, gaussians)
 
 
 def load_scene(path: str | os.PathLike) -> Gaussians:
-    """Read a scene file in the format its suffix names (.ply and .spz give SH, .splat RGB)."""
+    """Read a scene file in the format its suffix names (.ply, .spz and USD give SH, .splat RGB)."""
     path = Path(path)
     suffix = _suffix(path)
+    if suffix in USD_SUFFIXES:
+        return load_usd_scene(path)
     if suffix == ".ply":
         check_readable(path, "PLY")
         return load_ply(path)  # names damaged or hostile files itself
