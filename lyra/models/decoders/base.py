@@ -25,7 +25,7 @@ from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import GaussianActivationConfig, ScaleMode
 from lyra.models.decoders.head import GaussianHead
 from lyra.models.decoders.input_frames import InputDepthReader, InputFrames
-from lyra.models.decoders.input_image import InputImageGaussians
+from lyra.models.decoders.input_image import InputCorrections, InputImageGaussians
 from lyra.models.decoders.layout import GaussianFrames, GaussianLayout
 from lyra.models.decoders.legacy import read_pretrained
 from lyra.models.decoders.tokens import TimeEmbed, TokenEmbed
@@ -90,6 +90,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             input depth, coloured by the pixel, corrected from the input frame's tokens; they follow
             the grid's Gaussians in the output. ``forward`` then needs ``input_image``; needs
             ``input_depth``. Not in the paper.
+        input_image_corrections: which of the input pixels' channels the tokens correct: ``"all"``, or
+            ``"depth_opacity"`` (colour, size and orientation stay the lifted pixel's).
         trained_on: what the decoder was trained on (clip size, field of view, codec, teacher), written
             by ``StudentModule`` when training starts, so a saved decoder says what it can read
             (``lyra generate`` uses it); ``None`` until then. Not architecture.
@@ -124,6 +126,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth_range: float = 0.5,
         input_depth_fill: int = 8,
         input_image_gaussians: bool = False,
+        input_image_corrections: InputCorrections = "all",
         trained_on: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -160,7 +163,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                             if input_depth else None)
         self.blocks = BlockStack(body)
         self.head = GaussianHead(width, latent_channels, patch_size, self.layout, latent_skip)
-        self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias)
+        self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias,
+                                                 corrections=input_image_corrections)
                              if input_image_gaussians else None)
         self.time = TimeEmbed(width, patch_size, time_factor, causal_first_frame) if self.is_dynamic else None
 

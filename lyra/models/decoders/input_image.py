@@ -20,6 +20,7 @@ the measurements behind this layer.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ from lyra.render.gaussians import Gaussians
 
 # Raw channel layout (activations.py): distance, RGB (3), scale (3), quaternion (4), opacity.
 _OPACITY = 11
+InputCorrections = Literal["all", "depth_opacity"]
 
 
 class InputImageGaussians(nn.Module):
@@ -42,12 +44,20 @@ class InputImageGaussians(nn.Module):
         pixels_per_token: input pixels per token along each side (``patch_size * space_factor``).
         opacity_bias: the decoder's opacity bias (opacity = sigmoid(x - opacity_bias)).
         initial_opacity: the opacity every input Gaussian starts at.
+        corrections: which channels the tokens correct: ``"all"``, or ``"depth_opacity"`` (colour,
+            size and orientation stay the pixel's: the lifted image keeps its sharpness).
     """
 
-    def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9) -> None:
+    def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9,
+                 corrections: InputCorrections = "all") -> None:
         super().__init__()
         if not 0 < initial_opacity < 1:
             raise ValueError(f"initial_opacity must be in (0, 1), got {initial_opacity}")
+        if corrections not in ("all", "depth_opacity"):
+            raise ValueError(f"input_image_corrections must be 'all' or 'depth_opacity', got {corrections!r}")
+        mask = torch.ones(RAW_CHANNELS) if corrections == "all" else torch.zeros(RAW_CHANNELS).index_fill(
+            0, torch.tensor([0, _OPACITY]), 1.0)
+        self.register_buffer("corrected", mask, persistent=False)  # which raw channels the tokens move
         self.correction = nn.ConvTranspose2d(width, RAW_CHANNELS, pixels_per_token, stride=pixels_per_token)
         nn.init.zeros_(self.correction.weight)  # starts at the lifted image; the weights still get gradients
         with torch.no_grad():
@@ -65,6 +75,7 @@ class InputImageGaussians(nn.Module):
     ) -> Gaussians:  # [S, H*W] in world coordinates
         S, H, W, _ = image.shape
         raw = self.correction(tokens.to(self.correction.weight.dtype)).permute(0, 2, 3, 1).float()  # [S, H, W, 12]
+        raw = raw * self.corrected
         if raw.shape[1:3] != (H, W):
             raise ValueError(f"the input frame's tokens cover {tuple(raw.shape[1:3])} pixels, the image is {(H, W)}")
         raw = raw + F.pad(colour_logits(image.float()), (1, RAW_CHANNELS - 4))  # the pixel's colour
