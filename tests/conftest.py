@@ -89,6 +89,16 @@ def tiny_student(dynamic: bool = False, lpips: bool = True, decoder=None, **kwar
 
 
 @pytest.fixture
+def no_long_work(monkeypatch):
+    """Fail the test if `lyra generate`'s teacher starts: every bad input must be refused before that."""
+    from lyra.inference import pipeline
+
+    def refuse(*a, **k):
+        raise AssertionError("the teacher started before the inputs were checked")
+    monkeypatch.setattr(pipeline, "make_clip", refuse)
+
+
+@pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in an empty working directory (configs write outputs/ relative to it)."""
     monkeypatch.chdir(tmp_path)

@@ -30,7 +30,7 @@ def test_frame_scores_name_each_frame_and_average_to_the_report(capture_folders,
     model = tiny_student(lpips=False, decoder=decoder,
                          evaluation={"lpips_net": "alex", "baselines": ["nearest", "input_warp"]})
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, callbacks=[FrameScores(lpips_net="alex")])
+                        default_root_dir=tmp_path, callbacks=[FrameScores()])
     trainer.test(model, datamodule=data)
     rows = json.loads((tmp_path / "test" / "frames.json").read_text())
     records = json.loads((tmp_path / "test" / "scenes.json").read_text())

@@ -22,7 +22,6 @@ from lyra.cli import main as lightning_main
 from lyra.data.codecs import DCTCodec
 from lyra.data.generators import ProceduralGenerator
 from lyra.data.procedural import ProceduralWorld
-from lyra.inference import clips as clips_module
 from lyra.inference.clips import clip_batch, make_clip
 from lyra.inference.outputs import OUTPUT_MARKER
 from lyra.inference.paths import load_camera_path, parse_magnitude
@@ -569,12 +568,6 @@ def test_lightning_predict_video_config(models, tmp_path, monkeypatch, reads_vid
 # ---- bad input: named, before any long work, nothing left behind ------------------------------------------
 
 
-@pytest.fixture
-def no_long_work(monkeypatch):
-    """Fail the test if the teacher starts: every bad input must be refused before that."""
-    def refuse(*a, **k):
-        raise AssertionError("the teacher started before the inputs were checked")
-    monkeypatch.setattr(clips_module, "make_clip", refuse)
 
 
 def test_bad_inputs_are_named_before_any_work(models, tmp_path, capsys, no_long_work):
@@ -646,11 +639,11 @@ def test_bad_inputs_are_named_before_any_work(models, tmp_path, capsys, no_long_
 
 
 def test_a_failure_mid_run_leaves_no_output_folder(models, tmp_path, monkeypatch):
-    from lyra.inference import outputs
+    from lyra.inference import pipeline
 
     def broken(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(outputs, "write_views", broken)
+    monkeypatch.setattr(pipeline, "write_views", broken)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk full"):
         main(["generate", "--procedural", "0", "--decoder", str(models / "static"), "--frames", "5", "--size", "32",

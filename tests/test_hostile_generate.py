@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-from lyra.inference import clips as clips_module
 from lyra.inference.images import read_image
 from lyra.inference.outputs import OUTPUT_MARKER
 from lyra.inference.video import VideoTeacher, read_cameras, read_video
@@ -41,11 +40,6 @@ def decoder(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def no_long_work(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("the teacher started before the inputs were checked")
-    monkeypatch.setattr(clips_module, "make_clip", refuse)
 
 
 def error(capsys, argv) -> str:

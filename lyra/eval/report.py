@@ -49,7 +49,7 @@ from lyra.eval.baselines import (BASELINES, SceneFitConfig, input_image_warp, ne
 from lyra.eval.regions import region_scores
 from lyra.eval.summary import format_table, summarize
 from lyra.metrics.clip_score import CLIPScore
-from lyra.metrics.image import ImageMetrics, psnr
+from lyra.metrics.image import ImageMetrics
 from lyra.render.renderer import GaussianRenderer
 from lyra.utils.atomic import atomic_write_text
 
@@ -130,9 +130,12 @@ class EvalReport(nn.Module):
                     what)
 
     def _scores(self, pred: Tensor, ref: Tensor) -> dict[str, float]:  # [F, H, W, 3] -> frame means
-        return {k: float(v.mean()) for k, v in self.metrics(pred, ref).items()}
+        return _means(self._frame_scores(pred, ref))
 
-    def _frames(self, batch: ClipBatch, b: int, v: int, truth: list[int], student: Tensor,
+    def _frame_scores(self, pred: Tensor, ref: Tensor) -> dict[str, list[float]]:  # [F, H, W, 3] -> per frame
+        return {k: v.reshape(-1).tolist() for k, v in self.metrics(pred, ref).items()}
+
+    def _frames(self, batch: ClipBatch, b: int, v: int, truth: list[int], student_psnr: list[float],
                 nearest_psnr: list[float] | None) -> list[dict] | None:
         """Per truth frame: its parallax to the closest source view and both PSNRs (None where the
         held-out frames' depth is not metric, so the parallax would have no scale)."""
@@ -140,12 +143,10 @@ class EvalReport(nn.Module):
         if (src is None or batch.depth is None or not batch.depth_is_metric or batch.gt_rgb is None
                 or not (batch.depth[b, v, truth] > 0).any()):
             return None
-        gt = batch.gt_rgb[b, v, truth]
         px = source_parallax(src.c2w.reshape(-1, 4, 4).to(batch.c2w), src.K.reshape(-1, 3, 3).to(batch.K),
                              batch.c2w[b, v, truth], batch.K[b, v, truth], batch.depth[b, v, truth])
-        ps = psnr(student.clamp(0, 1).float(), gt.float())
         frames = batch.meta[b].get("frames", list(range(batch.rgb.shape[2])))
-        return [{"frame": frames[t], "parallax_px": float(px[i]), "student_psnr": float(ps[i]),
+        return [{"frame": frames[t], "parallax_px": float(px[i]), "student_psnr": student_psnr[i],
                  **({"nearest_psnr": nearest_psnr[i]} if nearest_psnr is not None else {})}
                 for i, t in enumerate(truth)]
 
@@ -175,12 +176,19 @@ class EvalReport(nn.Module):
                 src_views = [i for i in range(V) if not heldout[i]]
                 rec["heldout"] = meta.get("heldout_name", f"view{v}")
                 student["source"] = self._scores(rgb[b, src_views].flatten(0, 1), batch.rgb[b, src_views].flatten(0, 1))
-                student["heldout"] = self._scores(rgb[b, v, truth], batch.rgb[b, v, truth])
+                # per truth frame against ground truth (else the teacher's frames): records' ``per_frame``
+                per_frame = self._frame_scores(rgb[b, v, truth], (batch.gt_rgb if batch.gt_rgb is not None
+                                                                   else batch.rgb)[b, v, truth])
+                student["heldout"] = (_means(per_frame) if batch.gt_rgb is None
+                                      else self._scores(rgb[b, v, truth], batch.rgb[b, v, truth]))
                 if batch.gt_rgb is not None:
-                    student["truth"] = self._scores(rgb[b, v, truth], batch.gt_rgb[b, v, truth])
+                    student["truth"] = _means(per_frame)
                 depth = None if input_depth is None else input_depth[b]
                 base = self._baselines(batch, b, v, truth, rec["scene"], rec["heldout"], depth)
                 rec.update({k: val for k, val in base.items() if not k.startswith("_")})
+                frames = batch.meta[b].get("frames", list(range(F)))
+                rec["per_frame"] = {"frames": [frames[t] for t in truth], "against": "truth" if batch.gt_rgb is not None
+                                    else "heldout", "student": per_frame, **base.get("_per_frame", {})}
                 if "_holes" in base:  # where the error is: what the lifted input covers, and its holes
                     against = batch.gt_rgb[b, v, truth] if batch.gt_rgb is not None else batch.rgb[b, v, truth]
                     holes = base["_holes"].to(against.device)
@@ -188,7 +196,7 @@ class EvalReport(nn.Module):
                                       "against": "truth" if batch.gt_rgb is not None else "heldout",
                                       "student": region_scores(rgb[b, v, truth], against, holes, self.metrics.lpips),
                                       **base["_regions"]}
-                frames = self._frames(batch, b, v, truth, rgb[b, v, truth], base.get("_nearest_truth_psnr"))
+                frames = self._frames(batch, b, v, truth, per_frame["psnr"], base.get("_nearest_truth_psnr"))
                 if frames is not None:
                     rec["frames"] = frames
             if (rec["caption"] or "").strip():
@@ -215,50 +223,47 @@ class EvalReport(nn.Module):
         H, W = batch.rgb.shape[-3:-1]
         for name in self.config.baselines:
             if name == "codec" and gt is not None:
-                out["codec"] = {"truth": self._scores(teacher, gt)}
                 preds["codec"] = teacher
             elif name == "nearest" and src is not None:
-                pred = nearest_frame(src, c2w.cpu()).to(teacher.device)
-                preds["nearest"] = pred
-                out["nearest"] = {"heldout": self._scores(pred, teacher)}
-                if gt is not None:
-                    out["nearest"]["truth"] = self._scores(pred, gt)
-                    # per frame, for the parallax split (cached with the rest; not a record field)
-                    out["_nearest_truth_psnr"] = psnr(pred.clamp(0, 1).float(), gt.float()).tolist()
+                preds["nearest"] = nearest_frame(src, c2w.cpu()).to(teacher.device)
             elif name in ("input_warp", "input_warp_exact") and src is not None and src.depth is not None:
                 # input_warp lifts the depth the student read; input_warp_exact the clip's own
                 depth = input_depth if name == "input_warp" and input_depth is not None else None
                 pred, holes = input_image_warp(src, c2w.cpu(), K.cpu(), batch.time[b, v, truth].cpu(),
                                                None if depth is None else depth.cpu())
-                pred = pred.to(teacher.device)
-                out[name] = {"heldout": self._scores(pred, teacher)}
-                if gt is not None:
-                    out[name]["truth"] = self._scores(pred, gt)
+                preds[name] = pred.to(teacher.device)
                 if name == "input_warp" or "_holes" not in out:
                     out["_holes"] = holes
-                preds[name] = pred
             elif name == "per_scene" and src is not None and src.depth is not None and src.depth_is_metric:
-                g, seconds = timed_fit(src, self.fit_renderer, self.config.scene_fit)
-                g = g.to(teacher.device)
-                pred = self.fit_renderer(g, c2w[None], K[None], H, W).rgb[0]
-                rec = {"heldout": self._scores(pred, teacher), "seconds": seconds}
-                if gt is not None:
-                    rec["truth"] = self._scores(pred, gt)
-                heldout = batch.meta[b]["heldout"]
-                sv = [i for i in range(len(heldout)) if not heldout[i]]
-                sc = batch.c2w[b, sv].reshape(-1, 4, 4)
-                sk = batch.K[b, sv].reshape(-1, 3, 3)
-                src_pred = self.fit_renderer(g, sc[None], sk[None], H, W).rgb[0]
-                rec["source"] = self._scores(src_pred, batch.rgb[b, sv].flatten(0, 1))
-                out["per_scene"] = rec
-                preds["per_scene"] = pred
+                out["per_scene"] = self._per_scene(batch, b, src, c2w, K, teacher)
+                preds["per_scene"] = out["per_scene"].pop("_pred")
+        against = gt if gt is not None else teacher
+        out["_per_frame"] = {m: self._frame_scores(p, against) for m, p in preds.items()}
+        for m, p in preds.items():  # means: vs the teacher's frames (heldout), and vs ground truth (truth)
+            scores = out.setdefault(m, {})
+            if m != "codec":
+                scores["heldout"] = self._scores(p, teacher) if gt is not None else _means(out["_per_frame"][m])
+            if gt is not None:
+                scores["truth"] = _means(out["_per_frame"][m])
+        if "nearest" in preds and gt is not None:  # per frame, for the parallax split (not a record field)
+            out["_nearest_truth_psnr"] = out["_per_frame"]["nearest"]["psnr"]
         if "_holes" in out:
-            against = gt if gt is not None else teacher
             holes = out["_holes"].to(against.device)
-            out["_regions"] = {m: region_scores(p, against, holes, self.metrics.lpips) for m, p in preds.items()
-                               if not (m == "codec" and gt is None)}
+            out["_regions"] = {m: region_scores(p, against, holes, self.metrics.lpips) for m, p in preds.items()}
         self._baseline_cache[key] = out
         return out
+
+    def _per_scene(self, batch: ClipBatch, b: int, src, c2w: Tensor, K: Tensor, teacher: Tensor) -> dict:
+        """The per-scene fit's record (its held-out frames under ``_pred``), source views scored too."""
+        H, W = batch.rgb.shape[-3:-1]
+        g, seconds = timed_fit(src, self.fit_renderer, self.config.scene_fit)
+        g = g.to(teacher.device)
+        heldout = batch.meta[b]["heldout"]
+        sv = [i for i in range(len(heldout)) if not heldout[i]]
+        src_pred = self.fit_renderer(g, batch.c2w[b, sv].reshape(1, -1, 4, 4), batch.K[b, sv].reshape(1, -1, 3, 3),
+                                     H, W).rgb[0]
+        return {"seconds": seconds, "source": self._scores(src_pred, batch.rgb[b, sv].flatten(0, 1)),
+                "_pred": self.fit_renderer(g, c2w[None], K[None], H, W).rgb[0]}
 
     def reset(self) -> None:
         self.records = []
@@ -279,3 +284,7 @@ class EvalReport(nn.Module):
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
         atomic_write_text(out / "summary.md", format_table(summary))
         return summary
+
+
+def _means(per_frame: dict[str, list[float]]) -> dict[str, float]:
+    return {k: sum(v) / len(v) for k, v in per_frame.items()}
