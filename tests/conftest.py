@@ -29,6 +29,8 @@ from lyra.models.student import StudentModule
 from lyra.render.cameras import look_at, make_intrinsics
 from lyra.render.renderer import GaussianRenderer
 
+pytest_plugins = ["generate_fixtures"]  # the lyra generate tests' models and trained run
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
