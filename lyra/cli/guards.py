@@ -1,4 +1,4 @@
-"""Guards of the ``lightning`` command (lyra.cli) against hostile or mistaken runs.
+"""Guards of the ``lightning`` command against hostile or mistaken runs.
 
 - ``lock_run_folder``: one ``lightning fit`` per run folder (``trainer.default_root_dir``) at a time. The
   folder check that refuses to overwrite another run's checkpoints runs once, at start; without a lock
