@@ -16,7 +16,12 @@ import time
 
 import torch
 
-from lyra.data.codecs import DEFAULT_LATENT_CHANNELS, DCTCodec, DiffusersVideoVAE, VideoCodec
+from lyra.data.codecs import (
+    DEFAULT_LATENT_CHANNELS,
+    DCTCodec,
+    DiffusersVideoVAE,
+    VideoCodec,
+)
 from lyra.data.procedural import ProceduralWorld
 from lyra.metrics import psnr
 

@@ -34,7 +34,6 @@ import torch
 from _common import current_rss_gb, machine_line, num_params, peak_rss_gb
 
 from lyra.models import BodyConfig, StaticGaussianDecoder
-
 from lyra.render.cameras import intrinsics_from_fov, look_at
 from lyra.render.trajectories import LYRA_TRAJECTORIES, make_trajectory
 

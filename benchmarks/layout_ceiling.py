@@ -35,13 +35,12 @@ from _common import machine_line, peak_rss_gb
 from lyra.data.codecs import DCTCodec
 from lyra.data.datamodule import SPLIT_OFFSETS
 from lyra.data.generators.procedural import ProceduralGenerator
-from lyra.eval.baselines import SceneFitConfig, fit_scene, nearest_frame
 from lyra.data.splits import heldout_split
+from lyra.eval.baselines import SceneFitConfig, fit_scene, nearest_frame
 from lyra.metrics.image import psnr, ssim
 from lyra.models.teacher import TeacherModule
 from lyra.render.renderer import GaussianRenderer
 from lyra.utils.atomic import atomic_write_text
-
 
 # Parameter groups of --fit and the SceneFitConfig learning rates each one owns.
 FIT_GROUPS = {"means": ("lr_means",), "scales": ("lr_scales", "lr_quats"), "opacities": ("lr_opacities",),

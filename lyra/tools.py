@@ -35,24 +35,35 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from lyra.data.cache_cli import add_cache_parser
+from lyra.inference.cli import add_generate_parser
+from lyra.inference.paths import load_camera_path, resample
+from lyra.inference.render import render_frames
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import intrinsics_from_fov, look_at, resize_intrinsics
-from lyra.render.formats import load_dynamic_scene, load_scene, save_dynamic_scene, save_scene
+from lyra.render.formats import (
+    load_dynamic_scene,
+    load_scene,
+    save_dynamic_scene,
+    save_scene,
+)
 from lyra.render.framing import frame_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.render.renderer import GaussianRenderer
+from lyra.render.trajectories import (
+    LYRA_TRAJECTORIES,
+    MAGNITUDE_RANGES,
+    interpolate_poses,
+    make_trajectory,
+    orbit,
+)
 from lyra.render.usd import USD_SUFFIXES, load_usd, save_usd
-from lyra.render.trajectories import LYRA_TRAJECTORIES, MAGNITUDE_RANGES, interpolate_poses, make_trajectory, orbit
 from lyra.utils import args as types
 from lyra.utils.errors import LyraUsageError, run_reporting_errors
 from lyra.utils.limits import LIMITS, check_render_budget, env_name, set_limits
 from lyra.viz.demo_scene import demo_scene
 from lyra.viz.video import FPS_RANGE, write_contact_sheet, write_video
-from lyra.data.cache_cli import add_cache_parser
-from lyra.inference.cli import add_generate_parser
-from lyra.inference.paths import load_camera_path, resample
-from lyra.inference.render import render_frames
 
 TRAJECTORIES = (*LYRA_TRAJECTORIES, "orbit")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -292,7 +303,9 @@ def _refuse_empty(source: Path, scenes: list[Gaussians]) -> None:
 
 def _cmd_view(args: argparse.Namespace) -> None:
     try:
-        from lyra.viewer import view_scene  # optional (lyra[viewer]): viser is only needed to view
+        from lyra.viewer import (
+            view_scene,  # optional (lyra[viewer]): viser is only needed to view
+        )
     except ImportError as err:
         raise LyraUsageError(f"lyra view needs viser ({err}); install it with pip install 'lyra[viewer]'") from None
     # "Ctrl-C to stop" must hold also when the shell started us with SIGINT ignored (a background

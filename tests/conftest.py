@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lyra.data.captures import write_colmap, write_llff, write_realestate10k, write_transforms_json
+from lyra.data.captures import (
+    write_colmap,
+    write_llff,
+    write_realestate10k,
+    write_transforms_json,
+)
 from lyra.data.captures.synthetic import film_procedural
 from lyra.data.clip import ClipBatch
 from lyra.losses.rendering import RenderingLoss

@@ -15,7 +15,8 @@ import torch
 from lyra.data.codecs import DCTCodec
 from lyra.data.datamodule import SPLIT_OFFSETS, ClipDataModule
 from lyra.data.generators import ProceduralGenerator
-from lyra.data.shards import ShardReader, ShardWriter, read_manifest
+from lyra.data.shard_store import read_manifest
+from lyra.data.shards import ShardReader, ShardWriter
 from lyra.models.teacher import TeacherModule
 
 TRAIN, VAL = 16, 5

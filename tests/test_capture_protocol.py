@@ -6,14 +6,13 @@ import json
 import lightning as L
 import pytest
 import torch
+from conftest import TINY_BODY, tiny_student
 
 from lyra.callbacks import FrameScores
 from lyra.data import ClipDataModule, DCTCodec
 from lyra.data.captures import CaptureSource
 from lyra.models import TeacherModule
 from lyra.models.decoders import StaticGaussianDecoder
-
-from conftest import TINY_BODY, tiny_student
 
 
 def test_frame_scores_name_each_frame_and_average_to_the_report(capture_folders, tmp_path):

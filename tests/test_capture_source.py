@@ -3,11 +3,22 @@ with depth from the sparse points or from an estimator aligned to them."""
 
 import pytest
 import torch
-from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+from transformers import (
+    DepthAnythingConfig,
+    DepthAnythingForDepthEstimation,
+    Dinov2Config,
+)
 
 from lyra.data import ClipDataModule, DCTCodec, ProceduralGenerator
-from lyra.data.captures import (CaptureSource, align_estimate, find_captures, load_frame, read_capture, sparse_depth,
-                                window_positions)
+from lyra.data.captures import (
+    CaptureSource,
+    align_estimate,
+    find_captures,
+    load_frame,
+    read_capture,
+    sparse_depth,
+    window_positions,
+)
 from lyra.data.generators.depth import MonocularDepth
 from lyra.data.procedural import SKY_DEPTH, ProceduralWorld
 from lyra.models import TeacherModule

@@ -11,11 +11,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import CAPTURE_WRITERS
 
 from lyra.data.captures import detect_format, load_frame, read_capture, sparse_depth
 from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
-
-from conftest import CAPTURE_WRITERS
 
 FORMATS = list(CAPTURE_WRITERS)
 READER = {"colmap_text": "colmap", "colmap_binary": "colmap", "llff": "llff", "realestate10k": "realestate10k",

@@ -10,13 +10,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import CONFIGS, cli_args, synthetic_batch, tiny_decoder, tiny_student
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from lyra.cli import LyraCLI, main
 from lyra.models import StudentModule, load_decoder_weights
-
-from conftest import CONFIGS, cli_args, synthetic_batch, tiny_decoder, tiny_student
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader
 
 open_clip = pytest.importorskip("open_clip")
 
+from conftest import synthetic_batch, tiny_student  # noqa: E402
+
 from lyra.eval.report import EvalConfig, EvalReport, format_table  # noqa: E402
 from lyra.metrics import CLIPScore, clip_score  # noqa: E402
-
-from conftest import synthetic_batch, tiny_student  # noqa: E402
 
 ARCH = "lyra-test-tiny-clip"
 TINY = {"embed_dim": 16,

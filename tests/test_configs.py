@@ -9,17 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIGS, ROOT
 
-from lyra.cli import LyraCLI, expand_config_bases, main
 from lyra.callbacks import FrameScores
+from lyra.cli import LyraCLI, expand_config_bases, main
 from lyra.data.captures import CaptureSource
 from lyra.data.codecs import DCTCodec
 from lyra.data.datamodule import ClipDataModule
 from lyra.data.generators import ProceduralGenerator
 from lyra.data.shards import ShardWriter
-from lyra.models import DynamicGaussianDecoder, StaticGaussianDecoder, StudentModule, TeacherModule
-
-from conftest import CONFIGS, ROOT
+from lyra.models import (
+    DynamicGaussianDecoder,
+    StaticGaussianDecoder,
+    StudentModule,
+    TeacherModule,
+)
 
 CPU = ["static.yaml", "dynamic.yaml"]
 GPU = ["gpu/static_reference.yaml", "gpu/dynamic_reference.yaml"]

@@ -3,12 +3,16 @@ diffusers-style save/load, and bad input."""
 
 import pytest
 import torch
-
-from lyra.models.decoders import DynamicGaussianDecoder, GaussianDecoder, StaticGaussianDecoder
-from lyra.render.cameras import look_at
-
 from conftest import TINY_DECODER as TINY
 from conftest import decoder_inputs as inputs
+
+from lyra.models.decoders import (
+    DynamicGaussianDecoder,
+    GaussianDecoder,
+    StaticGaussianDecoder,
+)
+from lyra.render.cameras import look_at
+
 
 def test_static_decoder_shapes_and_activation_ranges():
     torch.manual_seed(0)

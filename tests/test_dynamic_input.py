@@ -6,7 +6,12 @@ from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 
 from lyra.data.clip import Clip
 from lyra.eval.baselines import input_image_warp
-from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
+from lyra.render.cameras import (
+    c2w_to_viewmat,
+    intrinsics_from_fov,
+    look_at,
+    world_to_pixels,
+)
 
 H = W = 32  # decoder_inputs: 4x4 latents, space factor 8
 T = 5

@@ -10,13 +10,24 @@ import torch
 from lyra.data.clip import Clip, ClipBatch
 from lyra.data.codecs import DCTCodec
 from lyra.data.generators import ProceduralGenerator
-from lyra.models.decoders import perturb_depth
-from lyra.models.teacher import TeacherModule
-from lyra.eval import SceneFitConfig, fit_scene, heldout_split, nearest_source_frames, target_frames
+from lyra.eval import (
+    SceneFitConfig,
+    fit_scene,
+    heldout_split,
+    nearest_source_frames,
+    target_frames,
+)
 from lyra.eval.baselines import init_on_rays, input_image_warp, source_parallax
 from lyra.eval.report import EvalConfig, EvalReport
 from lyra.eval.summary import format_table, summarize
-from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
+from lyra.models.decoders import perturb_depth
+from lyra.models.teacher import TeacherModule
+from lyra.render.cameras import (
+    c2w_to_viewmat,
+    intrinsics_from_fov,
+    look_at,
+    world_to_pixels,
+)
 from lyra.render.renderer import GaussianRenderer
 
 

@@ -8,14 +8,32 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+from transformers import (
+    DepthAnythingConfig,
+    DepthAnythingForDepthEstimation,
+    Dinov2Config,
+    DPTImageProcessor,
+)
 
 from lyra.data.codecs import DCTCodec
 from lyra.data.generators.base import ClipGenerator
 from lyra.data.generators.depth import MonocularDepth, disparity_to_depth
-from lyra.data.generators.gen3c import Gen3CGenerator, load_image, load_video_transformer
-from lyra.data.generators.point_cache import lift_to_points, mask_to_latent_grid, plan_cache
-from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
+from lyra.data.generators.gen3c import (
+    Gen3CGenerator,
+    load_image,
+    load_video_transformer,
+)
+from lyra.data.generators.point_cache import (
+    lift_to_points,
+    mask_to_latent_grid,
+    plan_cache,
+)
+from lyra.render.cameras import (
+    c2w_to_viewmat,
+    intrinsics_from_fov,
+    look_at,
+    world_to_pixels,
+)
 
 C = 16  # DCT latent channels the tiny transformer is built for
 

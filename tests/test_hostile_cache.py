@@ -20,7 +20,8 @@ import pytest
 
 from lyra.data.codecs import DCTCodec
 from lyra.data.generators import ProceduralGenerator
-from lyra.data.shards import MANIFEST, ShardReader, ShardWriter, read_manifest, read_records
+from lyra.data.shard_store import MANIFEST, read_manifest, read_records
+from lyra.data.shards import ShardReader, ShardWriter
 from lyra.models.teacher import TeacherModule
 from lyra.tools import main
 from lyra.utils.errors import LyraUsageError

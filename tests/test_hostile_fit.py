@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CONFIGS, ROOT
 
 from lyra.cli import console_main, main
 from lyra.utils.run_lock import LOCK_FILE, FolderLock
-
-from conftest import CONFIGS, ROOT
 
 TINY = ["--model.init_args.decoder.init_args.body.width", "32", "--model.init_args.decoder.init_args.body.num_layers",
         "2", "--model.init_args.decoder.init_args.body.pattern", "MA"]

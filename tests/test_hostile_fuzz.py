@@ -69,7 +69,7 @@ def _valid_files(root: Path) -> dict[str, Path]:
 
 
 def _read(kind: str, path: Path):
-    from lyra.data.shards import read_manifest
+    from lyra.data.shard_store import read_manifest
     from lyra.inference.paths import load_camera_path
     from lyra.inference.video import read_cameras
     from lyra.render.formats import load_dynamic_scene, load_scene

@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_decoder
 from PIL import Image
 
 from lyra.inference.images import read_image
@@ -27,8 +28,6 @@ from lyra.render.cameras import intrinsics_from_fov, look_at
 from lyra.tools import main
 from lyra.utils.errors import LyraUsageError
 from lyra.viz.video import write_video
-
-from conftest import tiny_decoder
 
 FAST = ["--quiet", "--orbit-frames", "4", "--frames", "5", "--size", "32", "--trajectories", "left"]
 

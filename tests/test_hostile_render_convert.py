@@ -23,7 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from lyra.render.formats import load_scene, read_dynamic_index, save_dynamic_scene, save_scene, save_splat
+from lyra.render.formats import (
+    load_scene,
+    read_dynamic_index,
+    save_dynamic_scene,
+    save_scene,
+    save_splat,
+)
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.tools import main

@@ -22,6 +22,7 @@ import urllib.request
 import msgspec
 import pytest
 import viser
+from conftest import free_port, needs_chromium
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -30,8 +31,6 @@ from lyra.tools import main
 from lyra.utils.errors import LyraUsageError
 from lyra.viewer import SceneViewer, guard, view_scene
 from lyra.viz.demo_scene import demo_scene
-
-from conftest import free_port, needs_chromium
 
 PROTOCOL = f"viser-v{viser.__version__}"
 

@@ -63,7 +63,13 @@ def test_public_modules_document_every_setting_in_args():
 
     from lyra.data import ClipDataModule
     from lyra.losses import RenderingLoss
-    from lyra.models import BodyConfig, DynamicGaussianDecoder, StaticGaussianDecoder, StudentModule, TeacherModule
+    from lyra.models import (
+        BodyConfig,
+        DynamicGaussianDecoder,
+        StaticGaussianDecoder,
+        StudentModule,
+        TeacherModule,
+    )
     from lyra.render import GaussianRenderer
 
     for cls in (StaticGaussianDecoder, DynamicGaussianDecoder, StudentModule, TeacherModule, BodyConfig,

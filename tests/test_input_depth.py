@@ -6,13 +6,22 @@ import dataclasses
 
 import pytest
 import torch
-
-from lyra.models.decoders.input_depth import depth_features, fill_holes, landing_cells, perturb_depth, warp_depth
-from lyra.models.student_inputs import decoder_inputs as decoder_inputs_of
-from lyra.models.student_inputs import input_coverage, input_depth, input_pixel_depth_pairs
-from lyra.render.cameras import look_at, make_intrinsics
-
 from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
+
+from lyra.models.decoders.input_depth import (
+    depth_features,
+    fill_holes,
+    landing_cells,
+    perturb_depth,
+    warp_depth,
+)
+from lyra.models.student_inputs import decoder_inputs as decoder_inputs_of
+from lyra.models.student_inputs import (
+    input_coverage,
+    input_depth,
+    input_pixel_depth_pairs,
+)
+from lyra.render.cameras import look_at, make_intrinsics
 
 H = W = 32
 

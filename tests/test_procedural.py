@@ -3,7 +3,12 @@ import math
 import pytest
 import torch
 
-from lyra.data.procedural import SKY_DEPTH, ProceduralScene, ProceduralWorld, reverse_frames
+from lyra.data.procedural import (
+    SKY_DEPTH,
+    ProceduralScene,
+    ProceduralWorld,
+    reverse_frames,
+)
 from lyra.data.procedural.raytrace import (
     parallel_candidates,
     resolve_candidates,

@@ -7,12 +7,11 @@ import io
 import re
 
 import lightning as L
+from conftest import cli_args, synthetic_batch, tiny_student
 from torch.utils.data import DataLoader
 
 from lyra.callbacks import ProgressLog, ScheduleCutWarning
 from lyra.cli import main
-
-from conftest import cli_args, synthetic_batch, tiny_student
 
 
 class Terminal(io.StringIO):

@@ -68,7 +68,9 @@ def brute_force_composite(means2d, conics, colors, opacities, radii, depths, wid
 
 @pytest.mark.parametrize("antialiased", [False, True])
 def test_projection_matches_gsplat_reference(antialiased):
-    from gsplat.cuda import _torch_impl  # a dev dependency: the parity reference must be there
+    from gsplat.cuda import (
+        _torch_impl,  # a dev dependency: the parity reference must be there
+    )
     means, quats, scales, opac, _ = random_scene(500, seed=3)
     viewmats, Ks = rotated_cameras(3, 96, 72)
     covars = quat_scale_to_covar(quats, scales)
@@ -193,7 +195,10 @@ def test_render_modes_and_depth():
 
 
 def test_sh_colors_match_gsplat_reference_and_degree_zero_is_rgb():
-    from gsplat.cuda import _torch_impl  # a dev dependency: the parity reference must be there
+    from gsplat.cuda import (
+        _torch_impl,  # a dev dependency: the parity reference must be there
+    )
+
     from lyra.render.sh import SH_C0, eval_sh
 
     g = torch.Generator().manual_seed(0)
@@ -453,7 +458,7 @@ def test_input_checks_read_the_device_once(monkeypatch):
 
 @pytest.mark.parametrize("per_view", [False, True])
 def test_renderer_camera_chunks_equal_one_call_with_gradients(per_view):
-    from lyra.render import Gaussians, GaussianRenderer
+    from lyra.render import GaussianRenderer, Gaussians
 
     M = 5  # cameras per scene; chunks of 2 leave a short last chunk
     fields = [torch.stack(t) for t in zip(*[random_scene(150, seed=s) for s in (3, 4)])]  # B = 2

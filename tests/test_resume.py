@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import CONFIGS, ROOT
 
 from lyra.cli import LyraCLI, main
 from lyra.data.codecs import DCTCodec
 from lyra.data.datamodule import ClipDataModule
 from lyra.data.generators import ClipGenerator, GeneratedClip
 from lyra.models.teacher import TeacherModule
-
-from conftest import CONFIGS, ROOT
 
 V, T = 3, 5
 

@@ -20,7 +20,8 @@ import yaml
 from lyra.data.clip import Clip
 from lyra.data.codecs import DCTCodec
 from lyra.data.generators import ProceduralGenerator
-from lyra.data.shards import MANIFEST, ShardReader, ShardWriter, read_records
+from lyra.data.shard_store import MANIFEST, read_records
+from lyra.data.shards import ShardReader, ShardWriter
 from lyra.models.teacher import TeacherModule
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from conftest import synthetic_batch, tiny_decoder, tiny_student
 from torch.utils.data import DataLoader
 
 from lyra.data.clip import Clip, ClipBatch
@@ -15,8 +16,6 @@ from lyra.losses.rendering import RenderingLoss
 from lyra.models import load_decoder_weights
 from lyra.models.student_inputs import source_depth_pairs
 from lyra.render.gaussians import Gaussians
-
-from conftest import synthetic_batch, tiny_decoder, tiny_student
 
 
 class Batches(torch.utils.data.Dataset):

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from lyra.render.camera_path import CameraPath
-from lyra.render.cameras import WORLD_UP, c2w_to_viewmat, intrinsics_from_fov, look_at, world_to_pixels
+from lyra.render.cameras import (
+    WORLD_UP,
+    c2w_to_viewmat,
+    intrinsics_from_fov,
+    look_at,
+    world_to_pixels,
+)
 from lyra.render.rotations import quat_to_rotmat
 from lyra.render.trajectories import (
     LYRA_TRAJECTORIES,

@@ -17,8 +17,8 @@ that, and a camera turned by 2 degrees must fail them.
 
 from __future__ import annotations
 
-import re
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -26,14 +26,16 @@ import tempfile
 import threading
 import time
 import urllib.request
-from urllib.parse import urlsplit
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import torch
+from conftest import LOOPBACK_HEX, free_port, listening_addresses, needs_chromium
 
 from lyra.render.camera_path import CameraPath
+from lyra.render.cameras import look_at
 from lyra.render.formats import save_dynamic_scene, save_scene
 from lyra.render.gaussians import Gaussians
 from lyra.tools import build_parser, frame_scene, main, render_path
@@ -47,10 +49,7 @@ from lyra.viewer import (
     viewer_camera_to_c2w,
     viewer_intrinsics,
 )
-from lyra.render.cameras import look_at
 from lyra.viz.demo_scene import demo_scene
-
-from conftest import LOOPBACK_HEX, free_port, listening_addresses, needs_chromium
 
 SIZE = 96
 MAE_MAX, PSNR_MIN = 0.012, 28.0

@@ -13,7 +13,7 @@ import yaml
 from jsonargparse import Namespace
 
 from lyra.data.codecs.frames import check_clip_size
-from lyra.data.shards import read_manifest
+from lyra.data.shard_store import read_manifest
 from lyra.models import decoders
 from lyra.models.decoders import GaussianDecoder
 

@@ -14,8 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lyra.data.shards import (MANIFEST, SHARDS, check_identity, from_ranges, index_records, read_manifest,
-                              read_records, verify_shards)
+from lyra.data.shard_store import (
+    MANIFEST,
+    SHARDS,
+    check_identity,
+    from_ranges,
+    index_records,
+    read_manifest,
+    read_records,
+    verify_shards,
+)
 
 
 def add_cache_parser(sub: argparse._SubParsersAction) -> None:

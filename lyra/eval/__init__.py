@@ -3,9 +3,16 @@
 ``lightning test`` (``StudentModule.test_step``) and ``benchmarks/`` both use it.
 """
 
-from lyra.eval.baselines import (BASELINES, SceneFitConfig, fit_scene, input_image_warp, nearest_frame,
-                                 nearest_source_frames, source_parallax)
 from lyra.data.splits import heldout_split, target_frames
+from lyra.eval.baselines import (
+                                 BASELINES,
+                                 SceneFitConfig,
+                                 fit_scene,
+                                 input_image_warp,
+                                 nearest_frame,
+                                 nearest_source_frames,
+                                 source_parallax,
+)
 from lyra.eval.geometry import depth_errors, median_log_error
 from lyra.eval.regions import region_scores
 from lyra.eval.report import EvalConfig, EvalReport

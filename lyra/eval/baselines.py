@@ -23,7 +23,13 @@ from torch import Tensor
 
 from lyra.data.clip import Clip
 from lyra.data.generators.point_cache import lift_to_points, render_points
-from lyra.render.cameras import c2w_to_viewmat, pixel_rays, ray_distance, resize_intrinsics, world_to_pixels
+from lyra.render.cameras import (
+    c2w_to_viewmat,
+    pixel_rays,
+    ray_distance,
+    resize_intrinsics,
+    world_to_pixels,
+)
 from lyra.render.gaussians import Gaussians
 from lyra.render.renderer import GaussianRenderer
 

@@ -44,15 +44,20 @@ import torch
 from torch import Tensor, nn
 
 from lyra.data.clip import ClipBatch
-from lyra.eval.baselines import (BASELINES, SceneFitConfig, input_image_warp, nearest_frame, source_parallax,
-                                 timed_fit)
+from lyra.eval.baselines import (
+    BASELINES,
+    SceneFitConfig,
+    input_image_warp,
+    nearest_frame,
+    source_parallax,
+    timed_fit,
+)
 from lyra.eval.regions import region_scores
 from lyra.eval.summary import format_table, summarize
 from lyra.metrics.clip_score import CLIPScore
 from lyra.metrics.image import ImageMetrics
 from lyra.render.renderer import GaussianRenderer
 from lyra.utils.atomic import atomic_write_text
-
 
 log = logging.getLogger(__name__)
 

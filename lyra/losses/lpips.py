@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lyra.losses.lpips_weights import BACKBONE_CONVS, HEAD_CHANNELS, LPIPSNet, load_lpips_weights
+from lyra.losses.lpips_weights import (
+    BACKBONE_CONVS,
+    HEAD_CHANNELS,
+    LPIPSNet,
+    load_lpips_weights,
+)
 
 InputRange = Literal["[0,1]", "[-1,1]"]
 

@@ -19,7 +19,11 @@ import torch
 
 from lyra.models.decoders import GaussianDecoder
 from lyra.models.decoders.base import decoder_class
-from lyra.models.decoders.legacy import convert_config, convert_state_dict, read_pretrained
+from lyra.models.decoders.legacy import (
+    convert_config,
+    convert_state_dict,
+    read_pretrained,
+)
 from lyra.utils.errors import LyraUsageError
 from lyra.utils.paths import resolve_inside
 

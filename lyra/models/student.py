@@ -17,12 +17,23 @@ from lyra.eval.report import EvalConfig, EvalReport
 from lyra.eval.summary import format_table, summarize
 from lyra.losses.rendering import LossOutput, RenderingLoss
 from lyra.metrics.image import psnr
-from lyra.models.checkpoints import (DECODER_RECORD, check_optimizer_state, check_student_checkpoint,
-                                     load_decoder_weights, refuse_non_finite)
+from lyra.models.checkpoints import (
+    DECODER_RECORD,
+    check_optimizer_state,
+    check_student_checkpoint,
+    load_decoder_weights,
+    refuse_non_finite,
+)
 from lyra.models.decoders import GaussianDecoder
 from lyra.models.optim import LRSchedule, adamw, lr_factor
-from lyra.models.student_inputs import (decoder_inputs, depth_report, depth_terms, hole_weights, read_input_depth,
-                                       target_times)
+from lyra.models.student_inputs import (
+    decoder_inputs,
+    depth_report,
+    depth_terms,
+    hole_weights,
+    read_input_depth,
+    target_times,
+)
 from lyra.models.visuals import log_validation_visuals
 from lyra.render.gaussians import Gaussians
 from lyra.render.renderer import GaussianRenderer, Renders
@@ -272,7 +283,9 @@ class StudentModule(L.LightningModule):
         mesh = self.device_mesh
         if mesh is None or getattr(self.decoder, "_lyra_sharded", False):
             return  # no model parallelism, or already sharded (test after fit)
-        from torch.distributed.fsdp import fully_shard  # needs a distributed build of torch; only here
+        from torch.distributed.fsdp import (
+            fully_shard,  # needs a distributed build of torch; only here
+        )
 
         dp_mesh = mesh["data_parallel"]
         for block in self.decoder.blocks.blocks:

@@ -21,7 +21,12 @@ from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
 from lyra.render.rasterization import rasterization
 from lyra.render.renderer import GaussianRenderer, Renders
-from lyra.render.trajectories import LYRA_TRAJECTORIES, interpolate_poses, make_trajectory, orbit
+from lyra.render.trajectories import (
+    LYRA_TRAJECTORIES,
+    interpolate_poses,
+    make_trajectory,
+    orbit,
+)
 
 __all__ = [
     "LYRA_TRAJECTORIES",

@@ -30,7 +30,9 @@ SOURCE = Path(__file__).with_name("csrc") / "composite_cpu.cpp"
 
 @functools.lru_cache(maxsize=1)
 def _extension():
-    from torch.utils.cpp_extension import load  # pulls in the compiler toolchain; only when building
+    from torch.utils.cpp_extension import (
+        load,  # pulls in the compiler toolchain; only when building
+    )
 
     # With OpenMP the tiles run on PyTorch's own intra-op threads (the process already holds the
     # libgomp PyTorch links, so there is one thread pool); a compiler without OpenMP still gets the

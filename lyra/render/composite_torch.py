@@ -28,7 +28,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lyra.render.projection import ALPHA_THRESHOLD  # one threshold for culling and compositing
+from lyra.render.projection import (
+    ALPHA_THRESHOLD,  # one threshold for culling and compositing
+)
 
 MAX_ALPHA = 0.999
 LOG_T_MIN = math.log(1e-4)

@@ -11,7 +11,6 @@ from typing import Iterator
 
 from lyra.utils.errors import LyraUsageError
 
-
 _WRITE_FAILURES = {
     errno.EFBIG: "the file-size limit (ulimit -f) is below what it needs: raise it or write less",
     errno.ENOSPC: "the disk is full: free space or write somewhere else",

@@ -14,7 +14,12 @@ from lyra.data.captures.llff import read_llff
 from lyra.data.captures.realestate import read_realestate10k
 from lyra.data.captures.source import CaptureSource, window_positions
 from lyra.data.captures.transforms_json import read_transforms_json
-from lyra.data.captures.writers import write_colmap, write_llff, write_realestate10k, write_transforms_json
+from lyra.data.captures.writers import (
+    write_colmap,
+    write_llff,
+    write_realestate10k,
+    write_transforms_json,
+)
 
 __all__ = [
     "Capture",

@@ -12,7 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from lyra.data.captures.capture import Capture, CaptureFormat, Normalization, normalize_capture
+from lyra.data.captures.capture import (
+    Capture,
+    CaptureFormat,
+    Normalization,
+    normalize_capture,
+)
 from lyra.data.captures.colmap import find_model_dir, read_colmap
 from lyra.data.captures.llff import read_llff
 from lyra.data.captures.realestate import frames_folder, read_realestate10k

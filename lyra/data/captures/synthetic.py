@@ -20,7 +20,13 @@ from torch import Tensor
 
 from lyra.data.captures.capture import Capture
 from lyra.data.procedural import SKY_DEPTH, ProceduralWorld
-from lyra.render.cameras import c2w_to_viewmat, intrinsics_from_fov, pixel_rays, ray_distance, world_to_pixels
+from lyra.render.cameras import (
+    c2w_to_viewmat,
+    intrinsics_from_fov,
+    pixel_rays,
+    ray_distance,
+    world_to_pixels,
+)
 from lyra.render.trajectories import make_trajectory
 from lyra.utils.atomic import atomic_path
 

@@ -2,6 +2,10 @@
 
 from lyra.data.codecs.base import VideoCodec
 from lyra.data.codecs.dct import DEFAULT_LATENT_CHANNELS, DCTCodec
-from lyra.data.codecs.diffusers_vae import SUPPORTED_VAES, DiffusersVideoVAE, load_video_vae
+from lyra.data.codecs.diffusers_vae import (
+    SUPPORTED_VAES,
+    DiffusersVideoVAE,
+    load_video_vae,
+)
 
 __all__ = ["DEFAULT_LATENT_CHANNELS", "SUPPORTED_VAES", "DCTCodec", "DiffusersVideoVAE", "VideoCodec", "load_video_vae"]

@@ -24,8 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lyra.data.codecs.frames import fold_frames
-
-from lyra.render.cameras import intrinsics_from_fov, pixel_rays, ray_distance, validate_intrinsics
+from lyra.render.cameras import (
+    intrinsics_from_fov,
+    pixel_rays,
+    ray_distance,
+    validate_intrinsics,
+)
 from lyra.render.gaussians import Gaussians
 from lyra.render.rasterization import Backend
 from lyra.render.renderer import GaussianRenderer

@@ -21,7 +21,12 @@ from torch import Tensor
 
 from lyra.data.procedural.raytrace import cast_rays
 from lyra.data.procedural.scene import GROUND_Y, ProceduralScene, sample_scene
-from lyra.render.cameras import crop_intrinsics, intrinsics_from_fov, look_at, validate_intrinsics
+from lyra.render.cameras import (
+    crop_intrinsics,
+    intrinsics_from_fov,
+    look_at,
+    validate_intrinsics,
+)
 from lyra.render.trajectories import LYRA_TRAJECTORIES, make_trajectory
 
 PER_FRAME_KEYS = ("rgb", "depth", "c2w", "K", "time")

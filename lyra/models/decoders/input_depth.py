@@ -21,7 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lyra.render.cameras import c2w_to_viewmat, pixel_rays, ray_distance, world_to_pixels
+from lyra.render.cameras import (
+    c2w_to_viewmat,
+    pixel_rays,
+    ray_distance,
+    world_to_pixels,
+)
 
 # Points per target cell and side, at least: a camera that moves towards a surface spreads its
 # points apart, and cells between them would be cracks (unknown). Source pixels are sub-sampled

@@ -26,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, activate_gaussians, colour_logits
+from lyra.models.decoders.activations import (
+    RAW_CHANNELS,
+    GaussianActivationConfig,
+    activate_gaussians,
+    colour_logits,
+)
 from lyra.models.decoders.layout import orient_to_world
 from lyra.render.cameras import pixel_rays, ray_distance
 from lyra.render.gaussians import Gaussians

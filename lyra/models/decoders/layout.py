@@ -14,7 +14,11 @@ import torch
 from torch import Tensor
 
 from lyra.data.codecs.frames import last_frame_of, latent_frame_count
-from lyra.models.decoders.activations import RAW_CHANNELS, GaussianActivationConfig, activate_gaussians
+from lyra.models.decoders.activations import (
+    RAW_CHANNELS,
+    GaussianActivationConfig,
+    activate_gaussians,
+)
 from lyra.render.cameras import pixel_rays, ray_distance, resize_intrinsics
 from lyra.render.gaussians import Gaussians
 from lyra.render.rotations import quat_multiply, rotmat_to_quat
