@@ -25,7 +25,6 @@ Errors: every expected failure (a file, a permission, a parse, a size limit, a d
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
@@ -40,24 +39,21 @@ from lyra.inference.cli import add_generate_parser
 from lyra.inference.paths import load_camera_path, resample
 from lyra.inference.render import render_frames
 from lyra.render.camera_path import CameraPath
-from lyra.render.cameras import intrinsics_from_fov, look_at, resize_intrinsics
 from lyra.render.formats import (
     load_dynamic_scene,
     load_scene,
     save_dynamic_scene,
     save_scene,
 )
-from lyra.render.framing import frame_scene
+from lyra.render.framing import (
+    TRAJECTORIES,
+    auto_camera_path,
+    frame_scene,
+    render_path,
+)
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
-from lyra.render.renderer import GaussianRenderer
-from lyra.render.trajectories import (
-    LYRA_TRAJECTORIES,
-    MAGNITUDE_RANGES,
-    interpolate_poses,
-    make_trajectory,
-    orbit,
-)
+from lyra.render.renderer import BACKGROUNDS
 from lyra.render.usd import USD_SUFFIXES, load_usd, save_usd
 from lyra.utils import args as types
 from lyra.utils.errors import LyraUsageError, run_reporting_errors
@@ -65,68 +61,7 @@ from lyra.utils.limits import LIMITS, check_render_budget, env_name, set_limits
 from lyra.viz.demo_scene import demo_scene
 from lyra.viz.video import FPS_RANGE, write_contact_sheet, write_video
 
-TRAJECTORIES = (*LYRA_TRAJECTORIES, "orbit")
-BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 MAX_SIZE = 4096
-
-
-def auto_camera_path(
-    kind: str,
-    center: Tensor,  # [3]
-    distance: float,
-    num_frames: int,
-    width: int,
-    height: int,
-    fov_x_deg: float = 60.0,
-    magnitude: float | None = None,
-    elevation_deg: float = 20.0,
-) -> CameraPath:
-    """``kind`` from a start view ``elevation_deg`` above ``center`` on its -z side (world up = -y);
-    Lyra paths move by ``magnitude`` x ``distance`` (default: the middle of the family's range)."""
-    if kind not in TRAJECTORIES:
-        raise ValueError(f"unknown trajectory {kind!r}; choose one of {', '.join(TRAJECTORIES)}")
-    K = intrinsics_from_fov(fov_x_deg, width, height)
-    if kind == "orbit":
-        c2w = orbit(center, distance, num_frames, elevation_deg=elevation_deg)
-    else:
-        el = math.radians(elevation_deg)
-        eye = center.double() + distance * torch.tensor([0.0, -math.sin(el), -math.cos(el)], dtype=torch.float64)
-        if magnitude is None:
-            magnitude = sum(MAGNITUDE_RANGES[kind]) / 2
-        start = look_at(eye, center.double())
-        c2w = make_trajectory(kind, start, center, num_frames, scene_scale=distance, magnitude=magnitude)
-    return CameraPath(c2w, K, width, height)
-
-
-def resample_path(path: CameraPath, num_frames: int | None, size: tuple[int, int] | None) -> CameraPath:
-    """A loaded path at another frame count (slerped poses, interpolated K) and/or image size."""
-    c2w, K, w, h = path.c2w, path.K, path.width, path.height
-    if num_frames is not None and num_frames != len(path):
-        c2w = interpolate_poses(path.c2w, num_frames)
-        pos = torch.linspace(0, len(path) - 1, num_frames)
-        i0 = pos.floor().long().clamp(max=max(len(path) - 2, 0))
-        i1 = (i0 + 1).clamp(max=len(path) - 1)
-        frac = (pos - i0)[:, None, None]
-        K = K[i0] * (1 - frac) + K[i1] * frac
-    if size is not None and size != (w, h):
-        K = resize_intrinsics(K, (h, w), (size[1], size[0]))
-        w, h = size
-    return CameraPath(c2w, K, w, h)
-
-
-def render_path(
-    gaussians: Gaussians,  # unbatched, N Gaussians
-    path: CameraPath,
-    background: Sequence[float] = BACKGROUNDS["white"],
-    cameras_per_call: int = 8,
-    device: str | torch.device = "cpu",
-) -> Tensor:  # [T, H, W, 3] float in [0, 1]
-    """Frames of a scene along a camera path with ``GaussianRenderer`` (the scene's own SH degree)."""
-    if gaussians.batch_shape:
-        raise ValueError(f"render_path takes one scene, got batch_shape {tuple(gaussians.batch_shape)}")
-    renderer = GaussianRenderer(background=background, render_mode="RGB", camera_chunk=cameras_per_call).to(device)
-    g = gaussians.to(device=device, dtype=torch.float32)
-    return renderer.render_path(g, path.c2w.to(device), path.K.to(device), path.height, path.width).cpu()
 
 
 # ---- command line -----------------------------------------------------------------------------------

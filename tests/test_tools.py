@@ -10,9 +10,10 @@ import torch
 
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import c2w_to_viewmat, world_to_pixels
+from lyra.render.framing import TRAJECTORIES, auto_camera_path, frame_scene, render_path
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import load_ply, save_ply
-from lyra.tools import TRAJECTORIES, auto_camera_path, frame_scene, main, render_path
+from lyra.tools import main
 from lyra.viz import contact_sheet, to_uint8, write_video
 
 

@@ -37,8 +37,9 @@ from conftest import LOOPBACK_HEX, free_port, listening_addresses, needs_chromiu
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import look_at
 from lyra.render.formats import save_dynamic_scene, save_scene
+from lyra.render.framing import frame_scene, render_path
 from lyra.render.gaussians import Gaussians
-from lyra.tools import build_parser, frame_scene, main, render_path
+from lyra.tools import build_parser, main
 from lyra.viewer import (
     SceneViewer,
     c2w_to_viewer_camera,

@@ -25,9 +25,10 @@ from lyra.data.clip import Clip, ClipBatch
 from lyra.inference.checks import check_out
 from lyra.inference.clips import check_times, clip_batch, default_times, make_clip
 from lyra.inference.outputs import staged_folder, write_meta, write_scene, write_views
-from lyra.inference.pipeline import BACKGROUNDS, FORMAT
+from lyra.inference.pipeline import FORMAT
 from lyra.inference.progress import StageLog
 from lyra.models.teacher import TeacherModule
+from lyra.render.renderer import BACKGROUNDS
 
 
 class _Requests(Dataset):

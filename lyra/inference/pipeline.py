@@ -47,11 +47,11 @@ from lyra.models.checkpoints import load_decoder
 from lyra.models.student import StudentModule
 from lyra.models.teacher import TeacherModule
 from lyra.render.gaussians import Gaussians
+from lyra.render.renderer import BACKGROUNDS
 from lyra.utils.errors import LyraUsageError
 from lyra.utils.limits import check_render_budget
 from lyra.utils.paths import check_outputs_apart
 
-BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 FORMAT = "lyra.generate/1"
 
 

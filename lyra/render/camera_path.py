@@ -72,7 +72,7 @@ class CameraPath:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
         if self.width > MAX_IMAGE_SIZE or self.height > MAX_IMAGE_SIZE:
             raise ValueError(f"image size {self.width}x{self.height} is too large: width and height must be at most "
-                             f"{MAX_IMAGE_SIZE} pixels each; resize the path (lyra.tools.resample_path, or --size)")
+                             f"{MAX_IMAGE_SIZE} pixels each; resize the path (lyra.render.framing.resample_path, or --size)")
         check_limit("pixels", self.width * self.height, f"camera path image size {self.width}x{self.height}")
         if self.time is not None:
             self.time = torch.as_tensor(self.time, dtype=torch.float32)

@@ -21,6 +21,8 @@ from lyra.render.cameras import c2w_to_viewmat
 from lyra.render.gaussians import Gaussians
 from lyra.render.rasterization import Backend, RasterizeMode, rasterization
 
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}  # the named backgrounds of the commands
+
 
 class Renders(NamedTuple):
     rgb: Tensor  # [B, M, H, W, 3]
