@@ -233,3 +233,12 @@ def test_a_size_the_decoder_cannot_take_is_refused_before_generation(in_tmp):
     main(["predict", "--config", str(CONFIGS / "generate.yaml"), *GEN_TINY, "--clip.height", "40", "--clip.width", "48",
           "--student_patch_size", "1"])
     assert (in_tmp / "outputs/clips/manifest.json").is_file()
+
+
+def test_options_given_with_a_checkpoint_are_not_undone_by_its_saved_hyperparameters(static_ckpt, in_tmp):
+    """LightningCLI lays a checkpoint's hyperparameters over the config; lyra uses the config as given:
+    the checkpoint was trained with export_ply true, the test is asked for none."""
+    out = in_tmp / "evaluation"
+    main(["test", *cli_args(out, "static.yaml", "--model.init_args.export_ply", "false"), "--ckpt_path", str(static_ckpt)])
+    assert (out / "tb/version_0/test/summary.json").is_file()
+    assert not (out / "tb/version_0/test/ply").exists()

@@ -161,6 +161,12 @@ class LyraCLI(LightningCLI):
         if ckpt is not None and ckpt not in SPECIAL_CKPT_PATHS and not str(ckpt).startswith("registry:"):
             check_checkpoint_file(ckpt)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would lay a checkpoint's saved hyperparameters over the config, silently undoing
+        options the user passed (``--model.init_args.export_ply false``, an evaluation's settings).
+        In lyra the config given is the run's description: it is used as given, and the decoder's
+        settings are checked against the checkpoint when it loads (``lyra.models.checkpoints``)."""
+
     def after_fit(self) -> None:
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
             self.trainer.test(self.model, datamodule=self.datamodule)
