@@ -91,6 +91,29 @@ def test_corrections_of_depth_and_opacity_only_keep_the_pixels_colour_and_size()
         tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_corrections="colour")
 
 
+def test_a_smooth_depth_correction_moves_neighbouring_pixels_together():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth, image = torch.full((1, H, W), 3.0), smooth_image()
+    eye = c2w[0, 0, 0, :3, 3]
+
+    def correction(kind):  # log(corrected / given distance) of every input pixel, [H, W]
+        torch.manual_seed(0)
+        dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_depth_correction=kind)
+        with torch.no_grad():
+            before = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image)).means
+            for p in dec.input_pixels.parameters():
+                p.normal_(std=0.05)
+            after = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image)).means
+        return ((after - eye).norm(dim=-1) / (before - eye).norm(dim=-1)).log().reshape(H, W)
+
+    for kind, smooth in (("per_pixel", False), ("smooth", True)):
+        r = correction(kind)
+        jump = (r[:, 1:] - r[:, :-1]).abs().max() / (r.max() - r.min())
+        assert (jump < 0.2) == smooth, (kind, float(jump))
+    with pytest.raises(ValueError, match="input_depth_correction must be"):
+        tiny_decoder(input_depth=True, input_image_gaussians=True, input_depth_correction="blur")
+
+
 def test_grid_depths_ignore_the_input_pixels():
     lat, c2w, K = decoder_inputs(V=2, T=5)
     depth = torch.full((1, H, W), 3.0)

@@ -25,7 +25,7 @@ from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import GaussianActivationConfig, ScaleMode
 from lyra.models.decoders.head import GaussianHead
 from lyra.models.decoders.input_frames import InputDepthReader, InputFrames
-from lyra.models.decoders.input_image import InputCorrections, InputImageGaussians
+from lyra.models.decoders.input_image import DepthCorrection, InputCorrections, InputImageGaussians
 from lyra.models.decoders.layout import GaussianFrames, GaussianLayout
 from lyra.models.decoders.legacy import read_pretrained
 from lyra.models.decoders.tokens import TimeEmbed, TokenEmbed
@@ -92,6 +92,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             ``input_depth``. Not in the paper.
         input_image_corrections: which of the input pixels' channels the tokens correct: ``"all"``, or
             ``"depth_opacity"`` (colour, size and orientation stay the lifted pixel's).
+        input_depth_correction: how the input pixels' depth is corrected: ``"per_pixel"``, or
+            ``"smooth"``: one value per token, interpolated bilinearly (a smooth correction field).
         trained_on: what the decoder was trained on (clip size, field of view, codec, teacher), written
             by ``StudentModule`` when training starts, so a saved decoder says what it can read
             (``lyra generate`` uses it); ``None`` until then. Not architecture.
@@ -127,6 +129,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth_fill: int = 8,
         input_image_gaussians: bool = False,
         input_image_corrections: InputCorrections = "all",
+        input_depth_correction: DepthCorrection = "per_pixel",
         trained_on: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -164,7 +167,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         self.blocks = BlockStack(body)
         self.head = GaussianHead(width, latent_channels, patch_size, self.layout, latent_skip)
         self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias,
-                                                 corrections=input_image_corrections)
+                                                 corrections=input_image_corrections,
+                                                 depth_correction=input_depth_correction)
                              if input_image_gaussians else None)
         self.time = TimeEmbed(width, patch_size, time_factor, causal_first_frame) if self.is_dynamic else None
 
