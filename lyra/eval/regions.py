@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lyra.losses.lpips import LPIPS
+from lyra.metrics.image import mse_to_psnr
 
 REGIONS = ("covered", "holes")
 
@@ -31,6 +32,5 @@ def region_scores(
     out: dict[str, dict[str, float]] = {}
     for name, mask in zip(REGIONS, (~holes, holes)):
         if mask.any():
-            mse = err[mask].mean().clamp_min(1e-10)
-            out[name] = {"psnr": float(-10 * torch.log10(mse)), "lpips": float(dist[mask].mean())}
+            out[name] = {"psnr": float(mse_to_psnr(err[mask].mean())), "lpips": float(dist[mask].mean())}
     return out

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from lyra.data.clip import Clip
 from lyra.inference.render import render_frames
+from lyra.metrics import psnr
 from lyra.render.camera_path import CameraPath
 from lyra.render.cameras import look_at
 from lyra.render.formats import save_dynamic_scene
@@ -140,11 +141,6 @@ def orbit_path(
     return CameraPath(c2w, K0.expand(num_frames, 3, 3).clone(), width, height, time)
 
 
-def _psnr(a: Tensor, b: Tensor) -> float:  # [..., H, W, 3] in [0, 1]
-    mse = ((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean().clamp_min(1e-10)
-    return float(-10 * torch.log10(mse))
-
-
 def _sheet(teacher: np.ndarray, render: np.ndarray, frames: int = 4, border: int = 2) -> np.ndarray:
     """[V, T, H, W, 3] x 2 -> one row per trajectory: (teacher, render) pairs at up to ``frames`` times."""
     V, T, H, W, _ = teacher.shape
@@ -198,5 +194,5 @@ def write_views(
     write_video(folder / "orbit.mp4", orbit, fps=fps)
     if input_image is not None:
         write_png(folder / "input.png", input_image)
-    return {"fidelity_psnr": {names[v]: round(_psnr(renders[v], clip.rgb[v]), 3) for v in range(V)},
+    return {"fidelity_psnr": {names[v]: round(float(psnr(renders[v].reshape(-1, *renders.shape[-2:]), clip.rgb[v].reshape(-1, *clip.rgb.shape[-2:]).to(renders))), 3) for v in range(V)},
             "view_names": names}

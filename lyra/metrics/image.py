@@ -11,9 +11,12 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from lyra.losses.lpips import LPIPS
 
 
-def psnr(pred: Tensor, target: Tensor) -> Tensor:  # [..., H, W, 3] x2 -> [...] dB
-    mse = ((pred.clamp(0, 1) - target) ** 2).flatten(-3).mean(-1)
+def mse_to_psnr(mse: Tensor) -> Tensor:  # [...] mean squared error of images in [0, 1] -> [...] dB
     return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def psnr(pred: Tensor, target: Tensor) -> Tensor:  # [..., H, W, 3] x2 -> [...] dB
+    return mse_to_psnr(((pred.clamp(0, 1) - target) ** 2).flatten(-3).mean(-1))
 
 
 def ssim(pred: Tensor, target: Tensor) -> Tensor:  # [..., H, W, 3] x2 -> [...]

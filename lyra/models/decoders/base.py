@@ -25,7 +25,11 @@ from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import GaussianActivationConfig, ScaleMode
 from lyra.models.decoders.head import GaussianHead
 from lyra.models.decoders.input_frames import InputDepthReader, InputFrames
-from lyra.models.decoders.input_image import DepthCorrection, InputCorrections, InputImageGaussians
+from lyra.models.decoders.input_image import (
+    DepthCorrection,
+    InputCorrections,
+    InputImageGaussians,
+)
 from lyra.models.decoders.layout import GaussianFrames, GaussianLayout
 from lyra.models.decoders.legacy import read_pretrained
 from lyra.models.decoders.tokens import TimeEmbed, TokenEmbed
