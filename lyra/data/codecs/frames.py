@@ -52,12 +52,22 @@ def unfold_frames(
     return x[:, :, time_factor - 1 :] if causal_first_frame else x
 
 
+def frame_slot(
+    frame: Tensor,  # [...] source frame indices
+    time_factor: int,
+    causal_first_frame: bool,
+) -> tuple[Tensor, Tensor]:  # [...] the latent frame whose group holds each frame, [...] its slot in the group
+    """Where ``fold_frames`` puts a frame: a causal codec's lone first frame fills its group's last slot."""
+    folded = frame + (time_factor - 1 if causal_first_frame else 0)
+    return folded // time_factor, folded % time_factor
+
+
 def latent_frame_of(
     frame: Tensor,  # [...] source frame indices
     time_factor: int,
     causal_first_frame: bool,
 ) -> Tensor:  # [...] the latent frame whose group holds each source frame
-    return (frame + time_factor - 1) // time_factor if causal_first_frame else frame // time_factor
+    return frame_slot(frame, time_factor, causal_first_frame)[0]
 
 
 def last_frame_of(

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lyra.data.codecs.frames import unfold_frames
+from lyra.data.codecs.frames import frame_slot, unfold_frames
 from lyra.models.decoders.activations import RAW_CHANNELS, colour_logits
 from lyra.models.decoders.layout import GaussianLayout
 
@@ -88,8 +88,7 @@ class GaussianHead(nn.Module):
             lat_f = lay.latent_frames(torch.arange(Tl), 0)
             slot = torch.zeros(len(lat_f), dtype=torch.long)
         else:
-            folded = frames + (lay.time_factor - 1 if lay.causal_first_frame else 0)
-            lat_f, slot = folded // lay.time_factor, folded % lay.time_factor
+            lat_f, slot = frame_slot(frames, lay.time_factor, lay.causal_first_frame)
         feats = latents.float()[:, :, lat_f]  # [S, C, F, h, w]: each Gaussian frame's latent pixel
         weight = self.skip.weight  # [C, 12, kt, k, k]
         self.proj.weight[:, 1:4] = 0  # the skip owns colour at the start
