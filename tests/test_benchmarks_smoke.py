@@ -112,4 +112,4 @@ def test_capture_smoke_reads_and_scores_a_synthetic_capture():
     assert res["capture_frames"] == 25 and res["clip"] == [3, 9, 32, 32]
     assert res["read_s"] > 0 and res["score_s"] > 0 and res["score_peak_rss_gb"] >= res["read_peak_rss_gb"] > 0
     assert res["scored_frames"] == 4  # truth frames 2, 4, 6, 8 of the held-out part
-    assert "| student |" in text and "| input_warp |" in text
+    assert "| student |" in text and "| input_warp (the depth the student reads) |" in text
