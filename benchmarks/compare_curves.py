@@ -2,10 +2,11 @@
 trajectory, one line per run, the baselines as flat lines; prints the table behind the plot.
 
     python benchmarks/compare_curves.py constant=outputs/q_constant cosine=outputs/q_cosine --out curves.png
+    python benchmarks/compare_curves.py a=outputs/q_a b=outputs/q_b --x step --metric lpips --out lpips.png
 
-Each argument is ``label=folder`` (a quality.py ``--out-dir``, read from its ``curve.json``).
-Runs are compared at equal training minutes, the quantity a CPU budget fixes; the table also
-gives the step each evaluation was made at.
+Each argument is ``label=folder`` (a quality.py ``--out-dir``, read from its ``curve.json``). The
+x axis is training minutes (what a CPU budget fixes; ``--x minutes``) or steps (what a schedule
+fixes, the same on any machine; ``--x step``); the table gives both for every evaluation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import json
 from pathlib import Path
 
 BASELINES = {"nearest": ("nearest source frame", ":"), "codec": ("codec ceiling", "--"),
-             "input_warp": ("input image warped by its depth", "-.")}
+             "input_warp": ("input warped by the depth the student reads", "-."),
+             "input_warp_exact": ("input warped by exact depth", (0, (3, 1, 1, 1)))}
 
 
 def baseline_point(runs: dict[str, list[dict]], name: str) -> dict:
@@ -47,8 +49,8 @@ def table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
+def plot(runs: dict[str, list[dict]], path: Path, x: str = "minutes", metric: str = "psnr") -> None:
+    import matplotlib  # optional (lyra[bench]): only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -57,16 +59,16 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(held), figsize=(4.2 * len(held), 3.8), dpi=110, squeeze=False)
     for ax, h in zip(axes[0], held):
         for i, (label, pts) in enumerate(runs.items()):
-            ax.plot([p["minutes"] for p in pts], [p.get(f"student/truth/psnr@{h}") for p in pts], "o-",
+            ax.plot([p[x] for p in pts], [p.get(f"student/truth/{metric}@{h}") for p in pts], "o-",
                     color=f"C{i}", label=label)
         for name, (text, style) in BASELINES.items():
             last = baseline_point(runs, name)
-            if f"{name}/truth/psnr@{h}" in last:
-                ax.axhline(last[f"{name}/truth/psnr@{h}"], color="k", linestyle=style, linewidth=1, label=text)
+            if f"{name}/truth/{metric}@{h}" in last:
+                ax.axhline(last[f"{name}/truth/{metric}@{h}"], color="k", linestyle=style, linewidth=1, label=text)
         ax.set_title(f"held-out {h}")
-        ax.set_xlabel("training minutes")
+        ax.set_xlabel("training minutes" if x == "minutes" else "training steps")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR vs ground truth (dB)")
+    axes[0][0].set_ylabel("PSNR vs ground truth (dB)" if metric == "psnr" else "LPIPS-VGG vs ground truth (lower is better)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="label=folder")
     ap.add_argument("--out", default=None, help="PNG to write")
+    ap.add_argument("--x", choices=("minutes", "step"), default="minutes", help="x axis of the plot")
+    ap.add_argument("--metric", choices=("psnr", "lpips", "ssim"), default="psnr", help="y axis of the plot")
     args = ap.parse_args(argv)
     runs = {}
     for spec in args.runs:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> str:
     text = table(runs)
     print(text)
     if args.out:
-        plot(runs, Path(args.out))
+        plot(runs, Path(args.out), args.x, args.metric)
     return text
 
 

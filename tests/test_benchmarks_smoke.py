@@ -80,6 +80,10 @@ def test_compare_curves_tables_and_plots_two_runs(tmp_path):
     assert rows == ["| b | 0.0 | 0 | 16.50 | 16.50 | 18.00 |", "| b | 2.0 | 20 | 18.50 | 18.50 | 20.00 |"]
     assert "| nearest | | | 21.00 | 21.00 | |" in out.stdout
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+    out = subprocess.run([sys.executable, str(BENCH / "compare_curves.py"), f"a={tmp_path / 'a'}", "--x", "step",
+                          "--metric", "psnr", "--out", str(tmp_path / "steps.png")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and (tmp_path / "steps.png").stat().st_size > 1000, out.stderr
 
 
 def test_oracle_depth_puts_gaussians_at_the_clip_depth_with_the_errors_asked_for(monkeypatch):
