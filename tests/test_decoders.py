@@ -271,15 +271,3 @@ def test_least_squares_colour_start_zeroes_the_heads_colour_readout():
     assert dec.head.skip.weight[:, 1:4].abs().max() > 0 and err > 0
     with pytest.raises(ValueError, match="latent_skip=True"):
         StaticGaussianDecoder(**TINY).fit_latent_skip(lat, rgb)
-
-
-def test_first_latent_frame_moves_the_grid_off_the_input_frame():
-    dec = StaticGaussianDecoder(**{**TINY, "density": 2, "gaussian_frames": "latent", "latent_frames_per_view": 2,
-                                   "first_latent_frame": 1})
-    assert dec.gaussian_frame_indices(9).tolist() == [4, 8] and dec.gaussian_frame_indices(17).tolist() == [4, 16]
-    lat, c2w, K = inputs(T=9)
-    g = dec(lat, c2w, K)
-    z = dec.gaussian_depths(g, c2w, (32, 32))
-    assert z.shape == (1, 2, 2, 8, 8)
-    with pytest.raises(ValueError, match="first_latent_frame"):
-        StaticGaussianDecoder(**{**TINY, "first_latent_frame": 1})  # the "all frames" layout has no latent choice

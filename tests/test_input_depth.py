@@ -15,12 +15,7 @@ from lyra.models.decoders.input_depth import (
     perturb_depth,
     warp_depth,
 )
-from lyra.models.student_inputs import decoder_inputs as decoder_inputs_of
-from lyra.models.student_inputs import (
-    input_coverage,
-    input_depth,
-    input_pixel_depth_pairs,
-)
+from lyra.models.student_inputs import hole_weights, input_coverage, input_depth
 from lyra.render.cameras import look_at, make_intrinsics
 
 H = W = 32
@@ -209,20 +204,19 @@ def test_landing_cells_are_where_the_lifted_image_shows_something():
     assert 0.05 < float((~side).float().mean()) < 0.9  # turned away: holes beyond the image's edge
 
 
-def test_student_weights_the_holes_and_supervises_the_input_pixels_depth():
+def test_student_weights_the_holes_of_its_input_frame():
     batch = synthetic_batch()
     batch.src_depth = 2.5 + torch.rand(1, 2, 5, 32, 32)
     dec = tiny_decoder(input_depth=True, input_image_gaussians=True)
     covered = input_coverage(dec, batch, (16, 16))
-    assert covered.shape == (1, 6, 16, 16) and covered.any()
-    pred, target = input_pixel_depth_pairs(dec, dec(batch.latents, batch.src_c2w, batch.src_K,
-                                                    **decoder_inputs_of(dec, batch)), batch)
-    torch.testing.assert_close(target, batch.src_depth[:, 0, 0])
-    assert (pred - input_depth(batch, False)).abs().max() < 1e-3  # the correction starts at zero
+    assert covered.shape == (1, 6, 16, 16) and covered.any() and not covered.all()  # the views move: holes open
+    weights = hole_weights(dec, batch, 4.0)
+    assert weights.shape == (1, 6, 32, 32)
+    assert torch.equal(weights == 5.0, (~covered).repeat_interleave(2, -2).repeat_interleave(2, -1))
+    assert ((weights == 1.0) | (weights == 5.0)).all()
     plain = tiny_student(lpips=False, decoder=dec)
-    weighted = tiny_student(lpips=False, decoder=dec, hole_weight=4.0, input_pixel_depth=True)
-    plain.loss.weights["gaussian_depth"] = weighted.loss.weights["gaussian_depth"] = 1.0
+    weighted = tiny_student(lpips=False, decoder=dec, hole_weight=4.0)
     a, b = plain._step(batch, "train")[0].terms, weighted._step(batch, "train")[0].terms
-    assert not torch.allclose(a["gaussian_depth"], b["gaussian_depth"])  # the input pixels joined the term
+    assert not torch.allclose(a["mse"], b["mse"])  # the holes weigh more
     with pytest.raises(ValueError, match="hole_weight needs a decoder that reads the input depth"):
         tiny_student(lpips=False, hole_weight=1.0)

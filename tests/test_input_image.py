@@ -74,46 +74,6 @@ def test_input_pixel_corrections_start_at_zero_and_learn():
     assert (moved > pixel_part(g).colors.detach()).all()
 
 
-def test_corrections_of_depth_and_opacity_only_keep_the_pixels_colour_and_size():
-    lat, c2w, K = decoder_inputs(V=2, T=5)
-    dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_corrections="depth_opacity")
-    depth, image = torch.full((1, H, W), 3.0), smooth_image()
-    before = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image))
-    with torch.no_grad():
-        dec.input_pixels.correction.bias += 0.5  # every channel's correction moves
-        after = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image))
-    torch.testing.assert_close(after.colors, before.colors)
-    torch.testing.assert_close(after.scales, before.scales)  # the tiny decoder's scales are absolute
-    eye = c2w[0, 0, 0, :3, 3]  # the input camera
-    assert (after.opacities > before.opacities).all()
-    assert ((after.means - eye).norm(dim=-1) > (before.means - eye).norm(dim=-1)).all()
-    with pytest.raises(ValueError, match="input_image_corrections must be"):
-        tiny_decoder(input_depth=True, input_image_gaussians=True, input_image_corrections="colour")
-
-
-def test_a_smooth_depth_correction_moves_neighbouring_pixels_together():
-    lat, c2w, K = decoder_inputs(V=2, T=5)
-    depth, image = torch.full((1, H, W), 3.0), smooth_image()
-    eye = c2w[0, 0, 0, :3, 3]
-
-    def correction(kind):  # log(corrected / given distance) of every input pixel, [H, W]
-        torch.manual_seed(0)
-        dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_depth_correction=kind)
-        with torch.no_grad():
-            before = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image)).means
-            for p in dec.input_pixels.parameters():
-                p.normal_(std=0.05)
-            after = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image)).means
-        return ((after - eye).norm(dim=-1) / (before - eye).norm(dim=-1)).log().reshape(H, W)
-
-    for kind, smooth in (("per_pixel", False), ("smooth", True)):
-        r = correction(kind)
-        jump = (r[:, 1:] - r[:, :-1]).abs().max() / (r.max() - r.min())
-        assert (jump < 0.2) == smooth, (kind, float(jump))
-    with pytest.raises(ValueError, match="input_depth_correction must be"):
-        tiny_decoder(input_depth=True, input_image_gaussians=True, input_depth_correction="blur")
-
-
 def test_grid_depths_ignore_the_input_pixels():
     lat, c2w, K = decoder_inputs(V=2, T=5)
     depth = torch.full((1, H, W), 3.0)

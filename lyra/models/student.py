@@ -26,14 +26,8 @@ from lyra.models.checkpoints import (
 )
 from lyra.models.decoders import GaussianDecoder
 from lyra.models.optim import LRSchedule, adamw, lr_factor
-from lyra.models.student_inputs import (
-    decoder_inputs,
-    depth_report,
-    depth_terms,
-    hole_weights,
-    read_input_depth,
-    target_times,
-)
+from lyra.models.student_inputs import (decoder_inputs, depth_report, hole_weights, read_input_depth, source_depth_pairs,
+                                       target_times)
 from lyra.models.visuals import log_validation_visuals
 from lyra.render.gaussians import Gaussians
 from lyra.render.renderer import GaussianRenderer, Renders
@@ -77,9 +71,6 @@ class StudentModule(L.LightningModule):
         hole_weight: extra weight, in the MSE, of the target pixels the decoder's input frame does
             not show (its holes: disocclusions, beyond its edges; ``input_coverage``): 1 + this.
             Needs a decoder built with ``input_depth``. 0: every pixel the same.
-        input_pixel_depth: also supervise the input pixels' depths (in their input camera) with the
-            clip's depth in the ``gaussian_depth`` term: the decoder learns to correct the input
-            depth it reads (``input_depth_noise``) from the views.
     """
 
     def __init__(
@@ -103,7 +94,6 @@ class StudentModule(L.LightningModule):
         orbit_frames: int = 16,
         input_depth_noise: float = 0.0,
         hole_weight: float = 0.0,
-        input_pixel_depth: bool = False,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -196,7 +186,7 @@ class StudentModule(L.LightningModule):
         depth = batch.depth.reshape(B, V * F, *batch.depth.shape[-2:]) if batch.depth is not None else None
         pred = target = weight = None
         if self.loss.weights["gaussian_depth"] > 0 and batch.src_depth is not None and self.hparams.prune_keep is None:
-            pred, target = depth_terms(self.decoder, g, batch, self.hparams.input_pixel_depth)  # pruned: off the grid
+            pred, target = source_depth_pairs(self.decoder, g, batch)  # pruned Gaussians no longer lie on a grid
         if self.hparams.hole_weight > 0:
             weight = hole_weights(self.decoder, batch, self.hparams.hole_weight)
         out = self.loss(r.rgb, batch.rgb.reshape(r.rgb.shape), r.depth, depth, r.alpha, g.opacities,

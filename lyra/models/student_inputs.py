@@ -90,25 +90,6 @@ def target_times(batch: ClipBatch) -> Tensor:  # [B, M] the scene time of every 
     return batch.time.reshape(batch.batch_size, -1)
 
 
-def input_pixel_depth_pairs(
-    decoder: GaussianDecoder,
-    g: Gaussians,  # batch [B] or [B, M]: the input pixels are the last H * W Gaussians of each set
-    batch: ClipBatch,
-) -> tuple[Tensor, Tensor]:  # [B, (M,) H, W] each input pixel's depth in its input camera and the clip's there
-    """The input pixels lie on their input frame's rays: their depth in that camera against the clip's
-    depth of that frame (which the decoder read with ``input_depth_noise``; 0 = unknown, the sky)."""
-    H, W = batch.src_depth.shape[-2:]
-    time = batch.src_time
-    target = target_times(batch) if decoder.is_dynamic else None
-    frames = decoder.input_frames(batch.src_c2w, batch.src_K, input_depth(batch, decoder.is_dynamic), time, target)
-    rows = torch.arange(frames.frame.shape[0], device=frames.frame.device)[:, None]
-    clip_depth = batch.src_depth[:, 0][rows, frames.frame]  # [B, M, H, W]
-    means = g.means[..., -H * W:, :].reshape(*frames.frame.shape, H, W, 3)  # [B, M, H, W, 3]
-    cam = frames.c2w[:, :, None, None]
-    pred = ((means - cam[..., :3, 3]) * cam[..., :3, 2]).sum(-1)
-    return (pred, clip_depth) if decoder.is_dynamic else (pred[:, 0], clip_depth[:, 0])
-
-
 def input_coverage(
     decoder: GaussianDecoder,
     batch: ClipBatch,
@@ -126,24 +107,6 @@ def input_coverage(
                                 cams.flatten(0, 1)[:, None], Ks.flatten(0, 1)[:, None], grid)
         return covered.reshape(B, V * F_, *grid)
     return landing_cells(frames.depth[:, 0], frames.c2w[:, 0], frames.K[:, 0], cams, Ks, grid)
-
-
-def depth_terms(
-    decoder: GaussianDecoder,
-    g: Gaussians,  # batch [B] or [B, M], as the decoder returned them
-    batch: ClipBatch,
-    input_pixels: bool = False,
-) -> tuple[Tensor, Tensor]:  # [B, (M,) N] the Gaussians' depths and the clip's there, 0 = unknown
-    """What the ``gaussian_depth`` loss term compares: the grid Gaussians in their source frames
-    (``source_depth_pairs``), and with ``input_pixels`` the input pixels in their input camera too."""
-    pred, target = source_depth_pairs(decoder, g, batch)
-    lead = tuple(g.batch_shape)
-    pred, target = pred.reshape(*lead, -1), target.reshape(*lead, -1)
-    if input_pixels and decoder.config.input_image_gaussians:
-        pixels = input_pixel_depth_pairs(decoder, g, batch)
-        pred = torch.cat([pred, pixels[0].reshape(*lead, -1)], -1)
-        target = torch.cat([target, pixels[1].reshape(*lead, -1)], -1)
-    return pred, target
 
 
 def hole_weights(

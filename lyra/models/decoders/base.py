@@ -25,11 +25,7 @@ from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import GaussianActivationConfig, ScaleMode
 from lyra.models.decoders.head import GaussianHead
 from lyra.models.decoders.input_frames import InputDepthReader, InputFrames
-from lyra.models.decoders.input_image import (
-    DepthCorrection,
-    InputCorrections,
-    InputImageGaussians,
-)
+from lyra.models.decoders.input_image import InputImageGaussians
 from lyra.models.decoders.layout import GaussianFrames, GaussianLayout
 from lyra.models.decoders.legacy import read_pretrained
 from lyra.models.decoders.tokens import TimeEmbed, TokenEmbed
@@ -75,11 +71,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         latent_skip: also map every latent pixel straight to its Gaussians' raw values with a
             zero-initialised linear layer beside the body.
         latent_frames_per_view: with ``gaussian_frames="latent"``, how many latent frames of each
-            trajectory emit Gaussians, evenly spaced from ``first_latent_frame`` to the last, both
-            included (``None``: all).
-        first_latent_frame: with ``gaussian_frames="latent"``, the first latent frame of each trajectory
-            that emits Gaussians: 0 (all), or 1: not the one holding the input frame (every trajectory
-            starts there; with ``input_image_gaussians`` its pixels show that view already).
+            trajectory emit Gaussians, evenly spaced, the first and the last included (``None``: all).
         input_depth: also read the input frame's depth (static: the input image, trajectory 0 frame
             0; dynamic: the input video's frame nearest each target time; GEN3C's 3D cache) warped
             into every source camera: it enters the tokens through a zero-initialised embed, and every
@@ -94,10 +86,6 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             input depth, coloured by the pixel, corrected from the input frame's tokens; they follow
             the grid's Gaussians in the output. ``forward`` then needs ``input_image``; needs
             ``input_depth``. Not in the paper.
-        input_image_corrections: which of the input pixels' channels the tokens correct: ``"all"``, or
-            ``"depth_opacity"`` (colour, size and orientation stay the lifted pixel's).
-        input_depth_correction: how the input pixels' depth is corrected: ``"per_pixel"``, or
-            ``"smooth"``: one value per token, interpolated bilinearly (a smooth correction field).
         trained_on: what the decoder was trained on (clip size, field of view, codec, teacher), written
             by ``StudentModule`` when training starts, so a saved decoder says what it can read
             (``lyra generate`` uses it); ``None`` until then. Not architecture.
@@ -127,13 +115,10 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         gaussian_frames: GaussianFrames = "all",
         latent_skip: bool = False,
         latent_frames_per_view: int | None = None,
-        first_latent_frame: int = 0,
         input_depth: bool = False,
         input_depth_range: float = 0.5,
         input_depth_fill: int = 8,
         input_image_gaussians: bool = False,
-        input_image_corrections: InputCorrections = "all",
-        input_depth_correction: DepthCorrection = "per_pixel",
         trained_on: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -149,9 +134,6 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         if latent_frames_per_view is not None and (gaussian_frames != "latent" or latent_frames_per_view < 1):
             raise ValueError("latent_frames_per_view needs gaussian_frames='latent' and a count >= 1 "
                              f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
-        if first_latent_frame < 0 or (first_latent_frame and gaussian_frames != "latent"):
-            raise ValueError(f"first_latent_frame must be >= 0 (and > 0 only with gaussian_frames='latent'), got "
-                             f"{first_latent_frame} with gaussian_frames={gaussian_frames!r}")
         if input_depth_fill < 0:
             raise ValueError(f"input_depth_fill must be >= 0 cells, got {input_depth_fill}")
         if input_image_gaussians and not input_depth:
@@ -161,7 +143,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                                                    scale_bias=scale_bias, opacity_bias=opacity_bias, scale_mode=scale_mode,
                                                    prior_log_range=input_depth_range)
         self.layout = GaussianLayout(time_factor, space_factor, causal_first_frame, density, gaussian_frames,
-                                     latent_frames_per_view, self.activation, first_latent_frame)
+                                     latent_frames_per_view, self.activation)
         width = body.width
         # Parts in the order the earlier single-class layout registered them, so an optimizer state
         # saved by it (parameters by position) still fits.
@@ -170,9 +152,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                             if input_depth else None)
         self.blocks = BlockStack(body)
         self.head = GaussianHead(width, latent_channels, patch_size, self.layout, latent_skip)
-        self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias,
-                                                 corrections=input_image_corrections,
-                                                 depth_correction=input_depth_correction)
+        self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias)
                              if input_image_gaussians else None)
         self.time = TimeEmbed(width, patch_size, time_factor, causal_first_frame) if self.is_dynamic else None
 

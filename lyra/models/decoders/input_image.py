@@ -20,7 +20,6 @@ the measurements behind this layer.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +37,6 @@ from lyra.render.gaussians import Gaussians
 
 # Raw channel layout (activations.py): distance, RGB (3), scale (3), quaternion (4), opacity.
 _OPACITY = 11
-InputCorrections = Literal["all", "depth_opacity"]
-DepthCorrection = Literal["per_pixel", "smooth"]
 
 
 class InputImageGaussians(nn.Module):
@@ -50,32 +47,12 @@ class InputImageGaussians(nn.Module):
         pixels_per_token: input pixels per token along each side (``patch_size * space_factor``).
         opacity_bias: the decoder's opacity bias (opacity = sigmoid(x - opacity_bias)).
         initial_opacity: the opacity every input Gaussian starts at.
-        corrections: which channels the tokens correct: ``"all"``, or ``"depth_opacity"`` (colour,
-            size and orientation stay the pixel's: the lifted image keeps its sharpness).
-        depth_correction: ``"per_pixel"`` (each pixel's own, from the tokens' transposed convolution)
-            or ``"smooth"``: one value per token, interpolated bilinearly between token centres, so
-            the input depth is corrected as a smooth field (an estimate's errors are low-frequency;
-            per-pixel corrections let the pixels scatter in depth).
     """
 
-    def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9,
-                 corrections: InputCorrections = "all", depth_correction: DepthCorrection = "per_pixel") -> None:
+    def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9) -> None:
         super().__init__()
         if not 0 < initial_opacity < 1:
             raise ValueError(f"initial_opacity must be in (0, 1), got {initial_opacity}")
-        if corrections not in ("all", "depth_opacity"):
-            raise ValueError(f"input_image_corrections must be 'all' or 'depth_opacity', got {corrections!r}")
-        if depth_correction not in ("per_pixel", "smooth"):
-            raise ValueError(f"input_depth_correction must be 'per_pixel' or 'smooth', got {depth_correction!r}")
-        mask = torch.ones(RAW_CHANNELS) if corrections == "all" else torch.zeros(RAW_CHANNELS).index_fill(
-            0, torch.tensor([0, _OPACITY]), 1.0)
-        self.smooth_depth = None
-        if depth_correction == "smooth":
-            mask[0] = 0  # the distance channel comes from the smooth field instead
-            self.smooth_depth = nn.Conv2d(width, 1, 1)
-            nn.init.zeros_(self.smooth_depth.weight)
-            nn.init.zeros_(self.smooth_depth.bias)
-        self.register_buffer("corrected", mask, persistent=False)  # which raw channels the tokens move
         self.correction = nn.ConvTranspose2d(width, RAW_CHANNELS, pixels_per_token, stride=pixels_per_token)
         nn.init.zeros_(self.correction.weight)  # starts at the lifted image; the weights still get gradients
         with torch.no_grad():
@@ -93,14 +70,9 @@ class InputImageGaussians(nn.Module):
     ) -> Gaussians:  # [S, H*W] in world coordinates
         S, H, W, _ = image.shape
         raw = self.correction(tokens.to(self.correction.weight.dtype)).permute(0, 2, 3, 1).float()  # [S, H, W, 12]
-        raw = raw * self.corrected
         if raw.shape[1:3] != (H, W):
             raise ValueError(f"the input frame's tokens cover {tuple(raw.shape[1:3])} pixels, the image is {(H, W)}")
         raw = raw + F.pad(colour_logits(image.float()), (1, RAW_CHANNELS - 4))  # the pixel's colour
-        if self.smooth_depth is not None:  # one correction per token, bilinear between token centres
-            field = F.interpolate(self.smooth_depth(tokens.to(self.smooth_depth.weight.dtype)).float(), size=(H, W),
-                                  mode="bilinear", align_corners=False)
-            raw = raw + F.pad(field.permute(0, 2, 3, 1), (0, RAW_CHANNELS - 1))
         origins, dirs = pixel_rays(c2w, K, H, W)  # [S, H, W, 3]
         distance = ray_distance(depth, dirs, c2w)
         distance = torch.where(depth > 0, distance, torch.full_like(distance, activation.far))  # sky: the far bound

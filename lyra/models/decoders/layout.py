@@ -46,29 +46,23 @@ class GaussianLayout:
         gaussian_frames: ``"all"`` (every source frame emits Gaussians) or ``"latent"`` (the last
             frame of each latent frame's group).
         latent_frames_per_view: with ``"latent"``, this many latent frames of each trajectory emit,
-            evenly spaced from ``first_latent_frame`` to the last, both included (``None``: all of them).
-        first_latent_frame: with ``"latent"``, the first latent frame that may emit (1: not the
-            input frame's, which every trajectory starts from).
+            evenly spaced with the first and the last included (``None``: all).
         activation: raw channels -> Gaussian parameters.
     """
 
     def __init__(self, time_factor: int, space_factor: int, causal_first_frame: bool, density: int,
                  gaussian_frames: GaussianFrames, latent_frames_per_view: int | None,
-                 activation: GaussianActivationConfig, first_latent_frame: int = 0) -> None:
+                 activation: GaussianActivationConfig) -> None:
         self.time_factor, self.space_factor, self.causal_first_frame = time_factor, space_factor, causal_first_frame
         self.density, self.gaussian_frames = density, gaussian_frames
         self.latent_frames_per_view, self.activation = latent_frames_per_view, activation
-        self.first_latent_frame = first_latent_frame
 
     def latent_frames(self, x: Tensor, dim: int) -> Tensor:
         """``x`` restricted, along its latent-frame axis ``dim``, to the latent frames that emit Gaussians."""
-        n, first, tl = self.latent_frames_per_view, self.first_latent_frame, x.shape[dim]
-        if first >= tl:
-            raise ValueError(f"first_latent_frame {first} leaves no latent frame of {tl} to emit Gaussians")
-        if (n is None or n >= tl - first) and first == 0:
+        n, tl = self.latent_frames_per_view, x.shape[dim]
+        if n is None or n >= tl:
             return x
-        count = tl - first if n is None else min(n, tl - first)
-        return x.index_select(dim, torch.linspace(first, tl - 1, count, device=x.device).round().long())
+        return x.index_select(dim, torch.linspace(0, tl - 1, n, device=x.device).round().long())
 
     def frame_indices(self, num_frames: int) -> Tensor:  # [F] the source frames that emit Gaussians
         if self.gaussian_frames == "all":
