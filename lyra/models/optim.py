@@ -1,9 +1,10 @@
-"""The student's optimiser and learning-rate schedule (Lyra: AdamW, warm-up, then constant)."""
+"""The student's optimiser, learning-rate schedule (Lyra: AdamW, warm-up, then constant), its latent
+skip's least-squares start and FSDP2 sharding: what ``StudentModule`` sets up before and around steps."""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import torch
 from torch import nn
@@ -37,3 +38,33 @@ def lr_factor(step: int, warmup_steps: int, schedule: LRSchedule, total_steps: i
         return 1.0
     progress = min(1.0, (step - warm) / max(1, total_steps - warm))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fit_skip_on_clips(decoder: nn.Module, datamodule: Any, n: int, device: torch.device) -> float:
+    """Fit the decoder's latent skip (colour readout) by least squares on ``n`` training clips.
+
+    Returns the RMS colour error (pre-activation). Needs an unsharded decoder and a data module with
+    ``peek_clips(split, n)`` (``ClipDataModule``)."""
+    if getattr(decoder, "_lyra_sharded", False):
+        raise ValueError("skip_init_clips needs an unsharded decoder; fit the skip once on one process and "
+                         "start the sharded run from it with init_from")
+    peek = getattr(datamodule, "peek_clips", None)
+    if peek is None:
+        raise ValueError("skip_init_clips needs a data module with peek_clips(split, n) (ClipDataModule)")
+    clips = peek("train", n)
+    return decoder.fit_latent_skip(torch.cat([c.latents for c in clips]).to(device),
+                                   torch.cat([c.rgb for c in clips]).to(device))
+
+
+def shard_decoder(decoder: nn.Module, mesh: Any) -> None:
+    """Shard every decoder block, then the decoder, with FSDP2 over ``mesh["data_parallel"]`` (once)."""
+    if getattr(decoder, "_lyra_sharded", False):
+        return  # already sharded (test after fit)
+    from torch.distributed.fsdp import (
+        fully_shard,  # needs a distributed build of torch; only here
+    )
+
+    for block in decoder.blocks.blocks:
+        fully_shard(block, mesh=mesh["data_parallel"])
+    fully_shard(decoder, mesh=mesh["data_parallel"])
+    decoder._lyra_sharded = True

@@ -25,7 +25,7 @@ from lyra.models.checkpoints import (
     refuse_non_finite,
 )
 from lyra.models.decoders import GaussianDecoder
-from lyra.models.optim import LRSchedule, adamw, lr_factor
+from lyra.models.optim import LRSchedule, adamw, fit_skip_on_clips, lr_factor, shard_decoder
 from lyra.models.student_inputs import (decoder_inputs, depth_report, hole_weights, read_input_depth, source_depth_pairs,
                                        target_times)
 from lyra.models.visuals import log_validation_visuals
@@ -121,18 +121,9 @@ class StudentModule(L.LightningModule):
         if describe is not None:  # a saved decoder says what it was trained on (lyra generate reads it)
             self.decoder.register_to_config(trained_on=describe())
         n = self.hparams.skip_init_clips
-        if not n or self.global_step > 0 or self.trainer.ckpt_path is not None:
-            return  # a resumed run keeps its weights
-        if getattr(self.decoder, "_lyra_sharded", False):
-            raise ValueError("skip_init_clips needs an unsharded decoder; fit the skip once on one process and "
-                             "start the sharded run from it with init_from")
-        peek = getattr(self.trainer.datamodule, "peek_clips", None)
-        if peek is None:
-            raise ValueError("skip_init_clips needs a data module with peek_clips(split, n) (ClipDataModule)")
-        clips = peek("train", n)
-        err = self.decoder.fit_latent_skip(torch.cat([c.latents for c in clips]).to(self.device),
-                                           torch.cat([c.rgb for c in clips]).to(self.device))
-        self.print(f"latent skip fitted on {n} clips: RMS colour error {err:.3f} (pre-activation)")
+        if n and self.global_step == 0 and self.trainer.ckpt_path is None:  # a resumed run keeps its weights
+            err = fit_skip_on_clips(self.decoder, self.trainer.datamodule, n, self.device)
+            self.print(f"latent skip fitted on {n} clips: RMS colour error {err:.3f} (pre-activation)")
 
     # ---- the one decoding path: training, evaluation and scene generation ------------------------------
 
@@ -270,18 +261,8 @@ class StudentModule(L.LightningModule):
 
     def configure_model(self) -> None:
         """Shard every decoder block with FSDP2 when run under ModelParallelStrategy."""
-        mesh = self.device_mesh
-        if mesh is None or getattr(self.decoder, "_lyra_sharded", False):
-            return  # no model parallelism, or already sharded (test after fit)
-        from torch.distributed.fsdp import (
-            fully_shard,  # needs a distributed build of torch; only here
-        )
-
-        dp_mesh = mesh["data_parallel"]
-        for block in self.decoder.blocks.blocks:
-            fully_shard(block, mesh=dp_mesh)
-        fully_shard(self.decoder, mesh=dp_mesh)
-        self.decoder._lyra_sharded = True
+        if self.device_mesh is not None:
+            shard_decoder(self.decoder, self.device_mesh)
 
     # ---- checkpoints (lyra.models.checkpoints reads and checks them) -----------------------------------------
 
