@@ -5,6 +5,7 @@ the CPU configs run end to end (fit + test) on tiny sizes."""
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -352,3 +353,11 @@ def test_fit_and_test_on_a_capture_folder_through_the_capture_configs(capture_fo
     assert {r["capture"] for r in rows} == {"colmap_binary", "transforms_json"}
     assert len(rows) == 2 * 4  # truth frames 2, 4, 6, 8 of the held-out last part (9 frames, 5 targets)
     assert all(r["image"].startswith("frame_") and 0 < r["student_psnr"] < 100 for r in rows)
+
+
+def test_cli_from_argv_does_not_warn_about_its_expanded_args(monkeypatch, recwarn):
+    # `lightning fit --config configs/dynamic.yaml` hands LightningCLI sys.argv with `_base_` expanded;
+    # Lightning's "args beside sys.argv" warning (with the whole YAML in it) must not reach the log.
+    monkeypatch.setattr(sys, "argv", ["lightning", *configs("dynamic.yaml")])
+    LyraCLI(run=False, save_config_kwargs={"overwrite": True})
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]

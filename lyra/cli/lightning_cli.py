@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 from jsonargparse import Namespace, set_parsing_settings
@@ -154,7 +155,11 @@ class LyraCLI(LightningCLI):
             args = sys.argv[1:]
         if isinstance(args, (list, tuple)):
             args = expand_config_bases(list(args))
-        super().parse_arguments(parser, args)
+        with warnings.catch_warnings():
+            # The args handed on are sys.argv's with every `_base_` expanded, not a second source of options:
+            # LightningCLI's warning about args beside sys.argv (with the whole config in it) does not apply.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
         # LightningCLI reads the checkpoint's hyperparameters right after parsing: check the file first.
         subcommand = self.config.get("subcommand")
         ckpt = self.config.get(subcommand, {}).get("ckpt_path") if subcommand else None
