@@ -119,3 +119,17 @@ def test_the_file_size_limit_during_a_checkpoint_save_is_one_line(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     line = [x for x in done.stderr.splitlines() if x.startswith("lightning: error: ")]
     assert len(line) == 1 and f"in {run} failed: File too large" in line[0] and "ulimit -f" in line[0]
+
+
+@pytest.mark.parametrize("option, value, reason", [
+    ("--model.init_args.lr", "abc", "Expected a number. Got value: abc"),
+    ("--trainer.max_steps", "1.5", "Expected a whole number. Got value: 1.5"),
+    ("--data.init_args.batch_size", "x", "Expected a whole number. Got value: x"),
+])
+def test_values_the_parser_cannot_read_are_one_line_naming_the_option(in_tmp, capsys, option, value, reason):
+    with pytest.raises(SystemExit) as exc:
+        console_main(["fit", *cli_args(in_tmp / "run"), option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"lightning: error: {option}: {reason} (lightning fit --help lists the options)" in err.splitlines()
+    assert "usage:" not in err and "NestedArg" not in err  # not jsonargparse's usage dump and union tree

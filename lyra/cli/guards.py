@@ -10,6 +10,8 @@
 - ``console_main``'s helper ``one_line``: an error raised while instantiating the config arrives
   wrapped in jsonargparse's "Does not validate against any of the Union subtypes" with the whole
   config; the line that says what is wrong is taken out of it.
+- ``parse_error_line``: jsonargparse's own parse errors (``--model.init_args.lr abc``) print the whole
+  usage and a tree of union alternatives; the option and the reason are taken out of them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 from typing import Any
 
 from lyra.utils.errors import LyraUsageError, describe
@@ -82,3 +85,29 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is None and err.errno in (errno.EFBIG, errno.ENOSPC) and _last_folder:
         return f"writing the run's files in {_last_folder[0]} failed: {describe(err)}"  # torch.save names no file
     return describe(err)
+
+
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def parse_error_line(message: str, prog: str = "lightning") -> str:
+    """jsonargparse's parse error as one line: the full option name and the innermost reason."""
+    keys: list[str] = []
+    reason = ""
+    for raw in message.splitlines():
+        line = raw.strip().removeprefix("- ").strip()
+        key = re.match(r'Parser key "([^"]+)":?', line)
+        if key:
+            keys.append(key.group(1))
+        elif line.startswith("Problem with given class_path") and keys:
+            keys.append("init_args")
+        elif keys and not reason and not line.startswith(("Does not validate", "Subtypes:", "Errors:")):
+            reason = line
+    if not keys:
+        first = next((x.strip() for x in message.splitlines() if x.strip()), message)
+        return f"{first} ({prog} --help lists the options)"
+    option = ".".join(k for k in keys if k)
+    reason = reason or message.splitlines()[0].strip()
+    for typ, words in _TYPE_WORDS.items():
+        reason = reason.replace(f"Expected a <class '{typ}'>", f"Expected {words}")
+    return f"--{option}: {reason} ({prog} --help lists the options)"

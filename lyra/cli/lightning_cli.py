@@ -3,6 +3,7 @@ console entry (``console_main``: one-line errors, exit status 2)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import warnings
@@ -31,6 +32,7 @@ from lyra.cli.guards import (
     check_training_values,
     lock_run_folder,
     one_line,
+    parse_error_line,
     release_run_folders,
 )
 from lyra.cli.runs import (
@@ -41,7 +43,10 @@ from lyra.cli.runs import (
     require_last_checkpoint,
 )
 from lyra.models.teacher import TeacherModule
-from lyra.utils.errors import run_reporting_errors
+from lyra.utils.errors import LyraUsageError, run_reporting_errors
+
+# Set by console_main (the `lightning` command): parse errors become one line, not a usage dump.
+_ONE_LINE_PARSE_ERRORS: list[bool] = []
 
 
 class LyraCLI(LightningCLI):
@@ -155,11 +160,20 @@ class LyraCLI(LightningCLI):
             args = sys.argv[1:]
         if isinstance(args, (list, tuple)):
             args = expand_config_bases(list(args))
+        if _ONE_LINE_PARSE_ERRORS:
+            subs = parser._subcommands_action.choices.values() if parser._subcommands_action else ()
+            for p in (parser, *subs):
+                p.exit_on_error = False
         with warnings.catch_warnings():
             # The args handed on are sys.argv's with every `_base_` expanded, not a second source of options:
             # LightningCLI's warning about args beside sys.argv (with the whole config in it) does not apply.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            super().parse_arguments(parser, args)
+            try:
+                super().parse_arguments(parser, args)
+            except argparse.ArgumentError as err:
+                names = parser._subcommands_action.choices if parser._subcommands_action else {}
+                sub = next((a for a in (args or []) if a in names), "")
+                raise LyraUsageError(parse_error_line(str(err), f"lightning {sub}".strip())) from err
         # LightningCLI reads the checkpoint's hyperparameters right after parsing: check the file first.
         subcommand = self.config.get("subcommand")
         ckpt = self.config.get(subcommand, {}).get("ckpt_path") if subcommand else None
@@ -194,6 +208,12 @@ def console_main(args: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     if from_argv:
         sys.argv[1:] = args
-    code = run_reporting_errors(lambda: main(None if from_argv else args), "lightning", debug, one_line)
+    if not debug:
+        _ONE_LINE_PARSE_ERRORS.append(True)
+    try:
+        code = run_reporting_errors(lambda: main(None if from_argv else args), "lightning", debug, one_line)
+    finally:
+        if not debug:
+            _ONE_LINE_PARSE_ERRORS.pop()
     if code:
         sys.exit(code)
