@@ -33,6 +33,7 @@ from lyra.models.decoders import DynamicGaussianDecoder, StaticGaussianDecoder
 from lyra.models.student import StudentModule
 from lyra.render.cameras import look_at, make_intrinsics
 from lyra.render.renderer import GaussianRenderer
+from lyra.tools import main as lyra_main
 
 pytest_plugins = ["generate_fixtures"]  # the lyra generate tests' models and trained run
 
@@ -258,3 +259,15 @@ def capture_folders(filmed_capture, tmp_path_factory):
     for name, write in CAPTURE_WRITERS.items():
         write(root / name, filmed_capture.capture)
     return {name: root / name for name in CAPTURE_WRITERS}
+
+
+def lyra_error(capsys, argv: list[str]) -> str:
+    """Run ``lyra ARGV`` expecting a usage failure: exit 2 and exactly one ``lyra ...: error:`` line,
+    no traceback; returns that line."""
+    with pytest.raises(SystemExit) as exc:
+        lyra_main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lyra ")]  # torch may log a warning first
+    assert len(lines) == 1 and ": error: " in lines[0] and "Traceback" not in err, err  # one line
+    return lines[0]

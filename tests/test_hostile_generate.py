@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import lyra_error as error
 from conftest import tiny_decoder
 from PIL import Image
 
@@ -39,16 +40,6 @@ def decoder(tmp_path_factory):
     return folder
 
 
-
-
-def error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("lyra ")]  # torch may log a warning first
-    assert len(lines) == 1 and ": error: " in lines[0] and "Traceback" not in err, err  # one line
-    return lines[0]
 
 
 def snapshot(folder) -> dict[str, bytes]:

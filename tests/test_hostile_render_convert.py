@@ -22,6 +22,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+from conftest import lyra_error as error
 
 from lyra.render.formats import (
     load_scene,
@@ -53,16 +54,6 @@ def scene(tmp_path_factory):
     path = tmp_path_factory.mktemp("scene") / "scene.ply"
     save_ply(path, demo_scene(400))
     return path
-
-
-def error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("lyra ")]  # torch may log a warning first
-    assert len(lines) == 1 and ": error: " in lines[0] and "Traceback" not in err, err  # one line
-    return lines[0]
 
 
 # ---- PLY files (folded from the former tests/test_hostile_files.py) ----------------------------------------

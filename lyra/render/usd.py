@@ -24,17 +24,17 @@ the prim's ``customData["lyra:sceneTimes"]``. ``.usda`` (text), ``.usdc`` (binar
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from lyra.render.gaussians import Gaussians
 from lyra.render.sh import rgb_to_sh0
+from lyra.utils.atomic import atomic_path
 
 USD_SUFFIXES = (".usda", ".usdc", ".usdz")
 PRIM_PATH = "/Scene/Gaussians"
@@ -52,24 +52,6 @@ def _pxr():
         raise ImportError(f"the installed usd-core ({'.'.join(map(str, Usd.GetVersion()))}) has no UsdVol.{SCHEMA}; "
                           "upgrade it (pip install -U 'lyra[usd]', usd-core >= 26.11)")
     return Gf, Sdf, Usd, UsdGeom, UsdUtils, UsdVol, Vt
-
-
-@contextlib.contextmanager
-def _atomic_usd(path: Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` with the same suffix (USD picks the format from it), renamed on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 def _check_suffix(path: Path) -> None:
@@ -150,7 +132,7 @@ def save_usd(
     if times is not None:
         stage.SetStartTimeCode(0), stage.SetEndTimeCode(len(sets) - 1), stage.SetTimeCodesPerSecond(fps)
         splats.GetPrim().SetCustomDataByKey("lyra:sceneTimes", Vt.DoubleArray([float(t) for t in times]))
-    with _atomic_usd(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         if path.suffix.lower() != ".usdz":
             stage.GetRootLayer().Export(str(tmp))
             return

@@ -21,18 +21,20 @@ _WRITE_FAILURES = {
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
     The temp file lives in the same directory so the final ``os.replace`` is atomic on POSIX.
-    On any exception the temp file is removed and ``path`` is left untouched.
+    On any exception the temp file is removed and ``path`` is left untouched. ``keep_suffix``: the
+    temporary name ends in ``path``'s suffix, for writers that pick the format from it (USD).
     """
     path = Path(path)
     if path.is_dir():
         raise LyraUsageError(f"{path} is a folder; pass a file name to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if keep_suffix else ".tmp",
+                                   dir=path.parent)
     except OSError as err:  # name the file asked for, not the temporary name
         raise LyraUsageError(f"cannot write {path}: {err.strerror} (in {path.parent}); check that folder's "
                              "permissions and free space, or write somewhere else") from None
