@@ -224,11 +224,13 @@ def test_converting_an_empty_scene_is_an_error(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and load_scene(tmp_path / "out.splat").num_gaussians == 3
 
 
-@pytest.mark.parametrize("kind", ["one tiny point", "looking away"])
+@pytest.mark.parametrize("kind", ["one tiny point", "all huge", "looking away"])
 def test_a_render_with_nothing_in_view_warns(tmp_path, capsys, kind):
     extra = []
     if kind == "one tiny point":
         save_ply(tmp_path / "s.ply", gaussians(1, scale=1e-6))
+    elif kind == "all huge":  # too large to draw (at 1e8 they are drawn, as one flat colour: not white, no warning)
+        save_ply(tmp_path / "s.ply", gaussians(50, scale=1e30))
     else:  # the scene sits at z < 0; the path's camera at the origin looks along +z
         g = gaussians(50)
         save_ply(tmp_path / "s.ply", Gaussians(g.means * 0.2 - torch.tensor([0.0, 0.0, 5.0]), g.quats, g.scales,
