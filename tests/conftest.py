@@ -167,7 +167,11 @@ class Browser:
         port = int(active.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             page = next(t for t in json.load(r) if t["type"] == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        # Events (network requests, WebSocket frames) queue up between calls; a bounded queue would stop
+        # the reader thread and with it the keepalive pongs, so the connection would close mid-test. The
+        # DevTools endpoint is a child process on loopback: no queue limit, no keepalive.
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, max_queue=None, ping_interval=None,
+                          open_timeout=30)
         self.next_id = 0
         self.events: list[dict] = []
         self.call("Network.enable")
