@@ -17,7 +17,7 @@ from lyra.eval import (
     nearest_source_frames,
     target_frames,
 )
-from lyra.eval.baselines import init_on_rays, input_image_warp, source_parallax
+from lyra.eval.baselines import init_on_rays, input_image_warp, source_parallax, timed_fit
 from lyra.eval.report import EvalConfig, EvalReport
 from lyra.eval.summary import format_table, summarize
 from lyra.models.decoders import perturb_depth
@@ -121,6 +121,17 @@ def test_scene_fit_refuses_clips_without_metric_depth_and_improves_the_source_fi
         return float((r[0] - clip.rgb.reshape(-1, 16, 16, 3)).abs().mean())
 
     assert err(after) < err(before)
+
+
+def test_scene_fit_runs_inside_inference_mode_as_lightning_test_calls_it():
+    """`lightning test` scores under torch.inference_mode, on clips made there: the fit must still train."""
+    renderer = GaussianRenderer(backend="torch", render_mode="RGB")
+    cfg = SceneFitConfig(steps=5, frame_stride=2, pixel_stride=4, views_per_step=2)
+    with torch.inference_mode():
+        clip = toy_clip(size=16)
+        g, seconds = timed_fit(clip, renderer, cfg)
+    start = init_on_rays(toy_clip(size=16), cfg)
+    assert seconds > 0 and not torch.allclose(g.colors[0], torch.sigmoid(start["color_logits"]))
 
 
 def test_source_parallax_is_the_image_motion_to_the_closest_source_view():

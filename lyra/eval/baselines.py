@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -234,7 +234,12 @@ def fit_scene(src: Clip, renderer: GaussianRenderer, cfg: SceneFitConfig) -> Gau
 
 
 def timed_fit(src: Clip, renderer: GaussianRenderer, cfg: SceneFitConfig) -> tuple[Gaussians, float]:
+    """``fit_scene`` from inside an evaluation: ``lightning test`` runs under ``torch.inference_mode``,
+    where grad mode alone records nothing and the clip's tensors cannot be saved for backward, so
+    the fit leaves inference mode and works on copies of them."""
     t0 = time.perf_counter()
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
+        src = replace(src, **{f.name: getattr(src, f.name).clone() for f in fields(src)
+                              if isinstance(getattr(src, f.name), Tensor)})
         g = fit_scene(src, renderer, cfg)
     return g, time.perf_counter() - t0
