@@ -117,3 +117,14 @@ def test_capture_smoke_reads_and_scores_a_synthetic_capture():
     assert res["read_s"] > 0 and res["score_s"] > 0 and res["score_peak_rss_gb"] >= res["read_peak_rss_gb"] > 0
     assert res["scored_frames"] == 4  # truth frames 2, 4, 6, 8 of the held-out part
     assert "| student |" in text and "| input_warp (the depth the student reads) |" in text
+
+
+@pytest.mark.slow  # > 10 s on 2 cores: CI's second step (-m slow)
+def test_lifted_input_render_smoke_reproduces_the_warp_with_the_warps_renderer():
+    res, text = _run("lifted_input_render.py", "--smoke", "--fit-colours")
+    psnr = res["covered_psnr"]
+    assert len(psnr) == 9 and all(0 < v < 100 for v in psnr.values())
+    # The same lifted points through the warp's renderer are the warp: the rows are comparable.
+    assert abs(psnr["not 3DGS: 0.4 px, eps2d 0.01, alpha-normalised (the warp's renderer)"]
+               - psnr["input_warp (point splats, exact depth)"]) < 0.05
+    assert "| the lifted input frame, rendered as |" in text
