@@ -334,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> None:
         set_limits(args.limit)
+        for option in ("out", "sheet") if args.command == "render" else ():  # before minutes of rendering
+            if getattr(args, option, None) and Path(getattr(args, option)).is_dir():
+                raise LyraUsageError(f"--{option} {getattr(args, option)} is a folder; pass a file name to write")
         args.func(args)
 
     try:

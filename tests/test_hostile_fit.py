@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CONFIGS, ROOT
 
 from lyra.cli import console_main, main
@@ -85,6 +86,22 @@ def test_an_error_inside_instantiation_is_reduced_to_its_reason(in_tmp, capsys):
     assert exc.value.code == 2
     line = one_error_line(capsys)
     assert "target_frames" in line and "Union subtypes" not in line and "Namespace(" not in line
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_a_pickle_given_as_ckpt_path_is_named_and_never_run(in_tmp, capsys, subcommand):
+    torch.save({"state_dict": {}, "payload": _RunsCode()}, in_tmp / "evil.ckpt")
+    with pytest.raises(SystemExit) as exc:
+        console_main([subcommand, *cli_args(in_tmp / "run"), "--ckpt_path", str(in_tmp / "evil.ckpt")])
+    assert exc.value.code == 2
+    line = one_error_line(capsys)
+    assert "evil.ckpt is not a lyra / Lightning checkpoint" in line and "pickled Python objects" in line
+    assert not (in_tmp / "pwned").exists() and not (in_tmp / "run" / "tb").exists()
 
 
 @pytest.mark.slow  # two trainings in subprocesses

@@ -9,8 +9,10 @@ not fit the video are refused unless --force. Each refusal is one line, exit 2, 
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+from pathlib import Path
 import struct
 import zipfile
 import zlib
@@ -23,7 +25,7 @@ from conftest import tiny_decoder
 from PIL import Image
 
 from lyra.inference.images import read_image
-from lyra.inference.outputs import OUTPUT_MARKER
+from lyra.inference.outputs import OUTPUT_MARKER, staged_folder
 from lyra.inference.video import VideoTeacher, read_cameras, read_video
 from lyra.render.cameras import intrinsics_from_fov, look_at
 from lyra.tools import main
@@ -209,3 +211,14 @@ def test_camera_path_files_are_validated(decoder, tmp_path, capsys, no_long_work
         err = error(capsys, ["generate", "--procedural", "0", "--decoder", str(decoder), "--out", str(tmp_path / "o"),
                              "--camera-path", str(tmp_path / name)])
         assert expect[name] in err and name in err, (name, err)
+
+
+def test_an_output_folder_that_cannot_be_made_is_named_as_out_not_as_the_hidden_stage(tmp_path, monkeypatch):
+    def denied(self, *args, **kwargs):  # what a read-only folder gives (as root, chmod does not stop writes)
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(LyraUsageError) as err:
+        with staged_folder(tmp_path / "ro" / "g"):
+            pytest.fail("nothing may be written")
+    message = str(err.value)
+    assert message.startswith(f"cannot write --out {tmp_path / 'ro' / 'g'}: Permission denied") and "partial" not in message

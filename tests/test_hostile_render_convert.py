@@ -257,6 +257,10 @@ def test_unwritable_outputs_give_one_line_naming_the_file(scene, tmp_path, capsy
     (tmp_path / "dir.mp4").mkdir()
     assert "is a folder" in error(capsys, ["render", "--ply", str(scene), "--frames", "2", "--size", "16",
                                            "--out", str(tmp_path / "dir.mp4")])
+    (tmp_path / "dir.png").mkdir()  # refused before rendering: no video is left behind either
+    assert "--sheet" in error(capsys, ["render", "--ply", str(scene), "--frames", "2", "--size", "16", "--out",
+                                       str(tmp_path / "ok.mp4"), "--sheet", str(tmp_path / "dir.png")])
+    assert not (tmp_path / "ok.mp4").exists()
     assert "--device" in error(capsys, ["render", "--ply", str(scene), "--device", "gpu0", "--out", str(tmp_path / "v.mp4")])
 
     def denied(*args, **kwargs):  # what a read-only folder gives (as root, chmod does not stop writes)

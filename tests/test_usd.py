@@ -2,6 +2,8 @@
 back with pxr itself to the values of the PLY they came from; dynamic scenes as time samples."""
 
 import math
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -110,3 +112,18 @@ def test_load_usd_reads_what_save_usd_wrote(tmp_path):
     save_usd(tmp_path / "a.usdz", g)
     (back,), times = load_usd(tmp_path / "a.usdz")
     assert times is None and torch.equal(back.colors, g.colors) and torch.equal(back.means, g.means)
+
+
+@pytest.mark.parametrize("suffix", [".usda", ".usdz"])
+def test_a_usd_write_stopped_by_the_file_size_limit_is_one_line_and_leaves_nothing(suffix, tmp_path):
+    """usd-core's C++ I/O raises pxr.Tf.ErrorException, not OSError: it still becomes one clear line."""
+    save_ply(tmp_path / "scene.ply", make(2000))
+    code = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_FSIZE, (10_000, resource.getrlimit("
+            "resource.RLIMIT_FSIZE)[1]))\nfrom lyra.tools import main\nmain(sys.argv[1:])\n")
+    done = subprocess.run([sys.executable, "-c", code, "convert", "scene.ply", f"big{suffix}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = [x for x in done.stderr.splitlines() if x.startswith("lyra convert: error: ")]
+    assert len(lines) == 1 and f"writing big{suffix} failed (usd-core:" in lines[0], done.stderr[-2000:]
+    assert "the file-size limit (ulimit -f) is 10,000 bytes" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.ply"]  # no output, no temporary file

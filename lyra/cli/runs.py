@@ -15,6 +15,7 @@ from lightning.pytorch.cli import (
     SaveConfigCallback,
 )
 
+from lyra.models.checkpoints import read_checkpoint
 from lyra.utils.atomic import atomic_write_text
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
@@ -100,6 +101,11 @@ def check_checkpoint_file(path: str | os.PathLike, option: str = "--ckpt_path") 
         kind = "a text file" if text else "truncated (a copy or write cut short) or another format"
         raise ValueError(f"{option} {path} is not a PyTorch checkpoint (torch.save writes a zip archive; this file is "
                          f"{kind}); use another checkpoint of the run, or {fix}")
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols:
+        # Lightning would stop on a pickle carrying Python objects with torch's long "Weights only load
+        # failed" traceback; read it the way lyra does (weights only, storage mapped, nothing run) first.
+        read_checkpoint(p, mmap=True)
 
 
 def run_folder(trainer: Trainer) -> str:

@@ -61,9 +61,14 @@ def staged_folder(out: Path) -> Iterator[Path]:
     finished. The new folder carries ``OUTPUT_MARKER``."""
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
+        tmp.mkdir(parents=True)
         (tmp / OUTPUT_MARKER).write_text("written by lyra; `lyra generate --overwrite` may replace this folder\n")
+    except OSError as err:  # name the folder asked for, not the hidden one
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LyraUsageError(f"cannot write --out {out}: {err.strerror} (in {out.parent}); check that folder's "
+                             "permissions and free space, or write somewhere else") from None
+    try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

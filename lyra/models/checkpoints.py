@@ -70,11 +70,13 @@ def refuse_non_finite(
             "rate or stronger gradient clipping, or check the clips for extreme values")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint file, read without running any code it may carry (``weights_only``)."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint file, read without running any code it may carry (``weights_only``).
+    ``mmap``: map the tensors' storage instead of reading it (a check of a local file before
+    Lightning reads it itself)."""
     fix = "pass a checkpoint written by `lightning fit` (<run>/tb/version_0/checkpoints/*.ckpt) or a save_pretrained folder"
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001  (torch raises many kinds for a file that is not a checkpoint)
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "GLOBAL" in str(err):  # a pickle that names Python objects (torch says "unsupported GLOBAL"): never run

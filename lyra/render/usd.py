@@ -35,6 +35,12 @@ import torch
 from lyra.render.gaussians import Gaussians
 from lyra.render.sh import rgb_to_sh0
 from lyra.utils.atomic import atomic_path
+from lyra.utils.errors import LyraUsageError
+
+try:  # POSIX only: the file-size limit named when a write fails
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 USD_SUFFIXES = (".usda", ".usdc", ".usdz")
 PRIM_PATH = "/Scene/Gaussians"
@@ -133,14 +139,29 @@ def save_usd(
         stage.SetStartTimeCode(0), stage.SetEndTimeCode(len(sets) - 1), stage.SetTimeCodesPerSecond(fps)
         splats.GetPrim().SetCustomDataByKey("lyra:sceneTimes", Vt.DoubleArray([float(t) for t in times]))
     with atomic_path(path, keep_suffix=True) as tmp:
-        if path.suffix.lower() != ".usdz":
-            stage.GetRootLayer().Export(str(tmp))
-            return
-        with tempfile.TemporaryDirectory() as folder:  # a .usdz packages a crate file
-            crate = Path(folder) / f"{path.stem}.usdc"
-            stage.GetRootLayer().Export(str(crate))
-            if not UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(crate)), str(tmp)):
-                raise ValueError(f"save_usd: usd-core could not package {path} as .usdz")
+        try:
+            if path.suffix.lower() != ".usdz":
+                written = stage.GetRootLayer().Export(str(tmp))
+            else:
+                with tempfile.TemporaryDirectory() as folder:  # a .usdz packages a crate file
+                    crate = Path(folder) / f"{path.stem}.usdc"
+                    written = stage.GetRootLayer().Export(str(crate)) and \
+                        UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(crate)), str(tmp))
+        except Exception as err:  # noqa: BLE001  (usd-core's C++ I/O errors arrive as pxr.Tf.ErrorException)
+            raise _write_failed(path, str(err)) from None
+        if not written:
+            raise _write_failed(path, "it reported that the file was not written")
+
+
+def _write_failed(path: Path, reason: str) -> LyraUsageError:
+    """usd-core's own file I/O does not raise OSError: say what most likely stopped it."""
+    detail = next((line.strip() for line in reason.splitlines() if line.strip()), reason)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else None
+    if limit is not None and limit != resource.RLIM_INFINITY:
+        cause = f"the file-size limit (ulimit -f) is {limit:,} bytes: raise it or write a smaller scene"
+    else:
+        cause = "check the free space and the folder's permissions, or write somewhere else"
+    return LyraUsageError(f"writing {path} failed (usd-core: {detail[:200]}); {cause} ({path} is unchanged)")
 
 
 def load_usd(path: str | os.PathLike) -> tuple[list[Gaussians], list[float] | None]:
