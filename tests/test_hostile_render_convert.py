@@ -280,3 +280,16 @@ def test_the_file_size_limit_during_a_save_is_one_line(tmp_path, capsys):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert f"writing {tmp_path / 'big.ply'} failed: File too large" in err and "ulimit -f" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_file_size_limit_while_ffmpeg_writes_a_video_is_named(scene, tmp_path, capsys):
+    """ffmpeg is another process (killed by SIGXFSZ, no OSError here): the read-back names the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        err = error(capsys, ["render", "--ply", str(scene), "--frames", "8", "--size", "128",
+                             "--out", str(tmp_path / "v.mp4")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert "cannot be read back" in err and "the file-size limit (ulimit -f) is 4,096 bytes" in err
+    assert not (tmp_path / "v.mp4").exists()

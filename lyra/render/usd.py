@@ -35,12 +35,7 @@ import torch
 from lyra.render.gaussians import Gaussians
 from lyra.render.sh import rgb_to_sh0
 from lyra.utils.atomic import atomic_path
-from lyra.utils.errors import LyraUsageError
-
-try:  # POSIX only: the file-size limit named when a write fails
-    import resource
-except ImportError:  # pragma: no cover - Windows
-    resource = None
+from lyra.utils.errors import LyraUsageError, write_failure_hint
 
 USD_SUFFIXES = (".usda", ".usdc", ".usdz")
 PRIM_PATH = "/Scene/Gaussians"
@@ -156,12 +151,7 @@ def save_usd(
 def _write_failed(path: Path, reason: str) -> LyraUsageError:
     """usd-core's own file I/O does not raise OSError: say what most likely stopped it."""
     detail = next((line.strip() for line in reason.splitlines() if line.strip()), reason)
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else None
-    if limit is not None and limit != resource.RLIM_INFINITY:
-        cause = f"the file-size limit (ulimit -f) is {limit:,} bytes: raise it or write a smaller scene"
-    else:
-        cause = "check the free space and the folder's permissions, or write somewhere else"
-    return LyraUsageError(f"writing {path} failed (usd-core: {detail[:200]}); {cause} ({path} is unchanged)")
+    return LyraUsageError(f"writing {path} failed (usd-core: {detail[:200]}); {write_failure_hint()} ({path} is unchanged)")
 
 
 def load_usd(path: str | os.PathLike) -> tuple[list[Gaussians], list[float] | None]:

@@ -14,6 +14,11 @@ import os
 import sys
 from typing import Callable
 
+try:  # POSIX only
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 DEBUG_ENV = "LYRA_DEBUG"  # set to 1 for tracebacks (what --debug does)
 
 _OS_FIXES = {
@@ -28,6 +33,23 @@ _OS_FIXES = {
     errno.ENOENT: "check the path",
     errno.EBUSY: "the path is in use (a mount point or the working directory?): pass another one",
 }
+
+
+def file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (``ulimit -f``), None when there is none: writers whose
+    failures do not arrive as OSError (ffmpeg, usd-core) name it as the likely cause."""
+    if resource is None:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else int(limit)
+
+
+def write_failure_hint() -> str:
+    """What to check when a writer outside Python's OSError failed."""
+    limit = file_size_limit()
+    if limit is not None:
+        return f"the file-size limit (ulimit -f) is {limit:,} bytes: raise it or write a smaller output"
+    return "check the free space and the folder's permissions, or write somewhere else"
 
 
 class LyraUsageError(ValueError):

@@ -11,7 +11,7 @@ import numpy as np
 from torch import Tensor
 
 from lyra.utils.atomic import atomic_path
-from lyra.utils.errors import LyraUsageError
+from lyra.utils.errors import LyraUsageError, write_failure_hint
 
 FPS_RANGE = (0.1, 1000.0)  # ffmpeg refuses or silently drops frames outside such rates
 
@@ -81,7 +81,7 @@ def check_video(
         found, _ = imageio_ffmpeg.count_frames_and_secs(str(path)) if size else (0, 0.0)
     except (RuntimeError, OSError) as err:
         raise LyraUsageError(f"the video written to {name} cannot be read back ({str(err).splitlines()[0]}); "
-                             "nothing was written") from None
+                             f"{write_failure_hint()}; nothing was written") from None
     if found != num_frames:
         raise LyraUsageError(f"the video written to {name} holds {found} frames ({size} bytes), not the {num_frames} "
                              "rendered; the encoder failed (an fps it cannot use?), nothing was written")
