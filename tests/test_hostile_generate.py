@@ -176,11 +176,14 @@ def test_camera_files_claiming_huge_arrays_are_refused_before_decompressing(tmp_
         read_cameras(tmp_path / "tib.npz")
     # 2. deflated zeros that expand far beyond the limit (here lowered to keep the test small)
     monkeypatch.setenv("LYRA_LIMIT_DECODED_BYTES", "1000000")
-    np.savez_compressed(tmp_path / "zeros.npz", **cameras(), extra=np.zeros((4, 1000, 1000), np.float32))
+    np.savez_compressed(tmp_path / "zeros.npz", **{**cameras(), "depth": np.zeros((4, 1000, 1000), np.float32)})
     assert (tmp_path / "zeros.npz").stat().st_size < 100_000
     with pytest.raises(LyraUsageError, match=r"zeros\.npz \(its arrays\): 16,\d+,\d+ bytes is above the decoded_bytes "
                                              r"limit.*LYRA_LIMIT_DECODED_BYTES"):
         read_cameras(tmp_path / "zeros.npz")
+    # ... while an array lyra does not read is neither counted nor decompressed
+    np.savez_compressed(tmp_path / "extra.npz", **cameras(), extra=np.zeros((4, 1000, 1000), np.float32))
+    assert "extra" not in read_cameras(tmp_path / "extra.npz")
     # 3. a pickle inside is never loaded
     buf = io.BytesIO()
     np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)

@@ -47,7 +47,7 @@ from lyra.inference.images import read_media
 from lyra.render.cameras import check_intrinsics_fit, crop_intrinsics, resize_intrinsics
 from lyra.utils.errors import LyraUsageError
 from lyra.utils.limits import check_limit
-from lyra.utils.npz import read_npz
+from lyra.utils.npz import npz_keys, read_npz
 
 CAMERA_KEYS = ("c2w", "K", "depth", "time")
 DEFAULT_SCENE_DEPTH = 3.2
@@ -64,11 +64,13 @@ def read_cameras(path: str | os.PathLike) -> dict[str, Tensor]:
     if p.suffix.lower() != ".npz":
         raise ValueError(f"{p}: unknown camera file format {p.suffix or '(no suffix)'!r}; pass a .npz written with "
                          "numpy.savez(path, c2w=[T, 4, 4], K=[T, 3, 3][, depth=[T, H, W], time=[T]])")
-    data = read_npz(p, "write it with numpy.savez")  # array sizes checked before anything is decompressed
+    # Array sizes checked before anything is decompressed; arrays lyra does not read are left packed.
+    data = read_npz(p, "write it with numpy.savez", keys=CAMERA_KEYS)
     missing = [k for k in ("c2w", "K") if k not in data]
     if missing:
-        hint = " (found w2c: invert it to camera-to-world first)" if "w2c" in data else ""
-        raise ValueError(f"{p} lacks {missing}{hint}; it holds {sorted(data)}. Expected c2w [T, 4, 4] (OpenCV "
+        held = npz_keys(p)
+        hint = " (found w2c: invert it to camera-to-world first)" if "w2c" in held else ""
+        raise ValueError(f"{p} lacks {missing}{hint}; it holds {held}. Expected c2w [T, 4, 4] (OpenCV "
                          "camera-to-world), K [T, 3, 3] in pixels, optional depth [T, H, W] and time [T]")
     for k, v in data.items():
         if k in CAMERA_KEYS and not np.issubdtype(v.dtype, np.number):

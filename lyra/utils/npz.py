@@ -14,6 +14,7 @@ import math
 import os
 import zipfile
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 
@@ -50,22 +51,30 @@ def _claimed_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path) -> int:
     return nbytes
 
 
-def read_npz(path: str | os.PathLike, fix: str) -> dict[str, np.ndarray]:
-    """Every array of ``path`` (key -> array), sizes checked first (module doc).
+def read_npz(path: str | os.PathLike, fix: str, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of ``path`` (key -> array), sizes checked first (module doc).
 
     Args:
         path: the ``.npz`` file.
         fix: how to write a good file, appended to the messages.
+        keys: read only these arrays (the others are neither counted nor decompressed); None: all.
     """
     p = Path(path)
     try:
         with zipfile.ZipFile(p) as zf:
-            members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+            members = [i for i in zf.infolist() if i.filename.endswith(".npy")
+                       and (keys is None or i.filename[:-len(".npy")] in keys)]
             total = sum(_claimed_bytes(zf, info, p) for info in members)
         check_limit("decoded_bytes", total, f"{p} (its arrays)")
         with np.load(p, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
+            return {k: np.asarray(z[k]) for k in z.files if keys is None or k in keys}
     except LyraUsageError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise LyraUsageError(f"{p} is not a readable .npz file ({type(err).__name__}: {err}); {fix}") from None
+
+
+def npz_keys(path: str | os.PathLike) -> list[str]:
+    """The names of the arrays in ``path`` (nothing is decompressed)."""
+    with zipfile.ZipFile(path) as zf:
+        return sorted(n[:-len(".npy")] for n in zf.namelist() if n.endswith(".npy"))
