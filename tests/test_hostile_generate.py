@@ -58,6 +58,11 @@ def test_out_equal_to_inside_or_around_an_input_is_refused_before_anything_is_de
     assert "is the input --decoder" in error(capsys, [*proc, "--out", str(decoder)])
     assert "lies inside the input --decoder" in error(capsys, [*proc, "--out", str(decoder / "gen")])
     assert "contains the input --decoder" in error(capsys, [*proc, "--out", str(decoder.parent)])
+    path = tmp_path / "path.json"  # an option given several times: each of its files, named once
+    path.write_text("{}")
+    err = error(capsys, [*proc, "--camera-path", str(path), "--out", str(path)])
+    assert f"is the input --camera-path {path};" in err and err.count(str(path)) == 2  # --out's and the input's
+    path.unlink()
     monkeypatch.chdir(tmp_path)
     assert "working directory" in error(capsys, [*proc, "--out", "."])
     assert snapshot(decoder) == before and sorted(p.name for p in tmp_path.iterdir()) == []

@@ -24,12 +24,11 @@ def check_out(out: Path, overwrite: bool) -> None:
                              "--overwrite will not delete it; pass another --out, or delete the folder yourself")
 
 
-def inputs_of(o) -> dict[str, str | None]:
+def inputs_of(o) -> dict[str, str | list[str] | None]:
     """Every file or folder the run reads, by option: the output may overlap none of them."""
     paths = {"--decoder": o.decoder, "--image": o.image, "--video": o.video, "--cameras": o.cameras,
              "--teacher": o.teacher, "--vae": None if o.vae == "dct" else o.vae, "--depth-model": o.depth_model,
-             "--t2i": o.t2i}
-    paths.update({f"--camera-path {p}": p for p in o.camera_paths})
+             "--t2i": o.t2i, "--camera-path": list(o.camera_paths)}
     return paths
 
 

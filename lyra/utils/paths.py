@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from lyra.utils.errors import LyraUsageError
 
@@ -51,14 +51,19 @@ def resolve_inside(root: str | os.PathLike, name: object, what: str) -> Path:
     return target
 
 
-def check_outputs_apart(out: str | os.PathLike, option: str, inputs: Mapping[str, str | os.PathLike | None]) -> Path:
+def check_outputs_apart(
+    out: str | os.PathLike,
+    option: str,
+    inputs: Mapping[str, str | os.PathLike | Sequence[str | os.PathLike] | None],
+) -> Path:
     """Refuse an output folder that equals, contains or lies inside any input, or contains the working
     directory (replacing it would delete the inputs, or fail half way); returns ``out`` resolved.
 
     Args:
         out: the output folder (it may not exist yet).
         option: its option name for the message (``"--out"``).
-        inputs: option name -> input path (files or folders; None entries are skipped).
+        inputs: option name -> input path, or a list of them for an option given several times (files or
+            folders; None entries are skipped).
     """
     real_out = Path(out).resolve()
     here = Path.cwd().resolve()
@@ -66,9 +71,9 @@ def check_outputs_apart(out: str | os.PathLike, option: str, inputs: Mapping[str
         raise LyraUsageError(f"{option} {out} is the working directory or one of its parents ({real_out}); lyra "
                              f"writes a new folder and replaces {option} at the end: pass a folder name such as "
                              "outputs/scene")
-    for name, value in inputs.items():
-        if value is None:
-            continue
+    pairs = [(name, v) for name, value in inputs.items()
+             for v in (value if isinstance(value, (list, tuple)) else [value]) if v is not None]
+    for name, value in pairs:
         real_in = Path(value).resolve()
         if _is_within(real_out, real_in) or _is_within(real_in, real_out):
             relation = ("is" if real_out == real_in else "contains" if _is_within(real_in, real_out) else "lies inside")
