@@ -170,29 +170,6 @@ def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
     assert torch.equal(back.depth_reader.embed.proj.weight, reader.depth_reader.embed.proj.weight)
 
 
-def test_source_depth_starts_only_the_cells_the_input_depth_misses_at_their_own_frames_depth():
-    """E33's opt-in: where the warped input depth is blind, a grid Gaussian starts at its own frame's depth."""
-    lat, c2w, Ks = decoder_inputs(V=2, T=5, h=4, w=4)
-    _, reader = _decoders(input_depth_fill=0)
-    both = tiny_decoder(input_depth=True, input_depth_fill=0, source_depth=True)
-    both.load_state_dict(reader.state_dict())
-    depth = torch.zeros(1, 32, 32)
-    depth[:, :, :16] = 3.0  # the input sees the left half only
-    with torch.no_grad():
-        ref = reader.gaussian_depths(reader(lat, c2w, Ks, input_depth=depth), c2w, (32, 32))
-        got = [both.gaussian_depths(both(lat, c2w, Ks, input_depth=depth, source_depth=torch.full((1, 2, 5, 32, 32), d)),
-                                    c2w, (32, 32)) for d in (2.0, 4.0)]
-        prior = reader.input_depth_prior(c2w, Ks, depth)  # [B, V, F, gh, gw], 0 where the input is blind
-    blind = prior <= 0
-    assert blind.any() and (~blind).any()
-    torch.testing.assert_close(got[0][~blind], ref[~blind])  # seen cells: the input depth, as before
-    torch.testing.assert_close(got[1][blind] / got[0][blind], torch.full_like(got[0][blind], 2.0), rtol=1e-4, atol=0)
-    with pytest.raises(ValueError, match="needs `source_depth`"):
-        both(lat, c2w, Ks, input_depth=depth)
-    with pytest.raises(ValueError, match="build the decoder with input_depth=True"):
-        tiny_decoder(source_depth=True)
-
-
 def test_student_reads_the_first_source_frame_with_noise_fixed_per_scene():
     batch = synthetic_batch()
     batch.src_depth = 2.0 + torch.rand(1, 2, 5, 32, 32)

@@ -65,23 +65,7 @@ def decoder_inputs(decoder: GaussianDecoder, batch: ClipBatch, noise: float = 0.
     out = {"input_depth": input_depth(batch, decoder.is_dynamic, noise)} if cfg.input_depth else {}
     if cfg.input_image_gaussians:
         out["input_image"] = batch.input_rgb if decoder.is_dynamic else batch.input_rgb[:, 0]
-    if getattr(cfg, "source_depth", False):
-        out["source_depth"] = noisy_source_depth(batch, noise)
     return out
-
-
-def noisy_source_depth(batch: ClipBatch, noise: float) -> Tensor:  # [B, V, T, H, W]
-    """Every source frame's depth with the input depth's error model, one smooth field per scene and
-    trajectory (trajectory 0's is the input depth's own)."""
-    if batch.src_depth is None:
-        raise ValueError("the decoder reads every source frame's depth (source_depth=True) but the clips carry none; "
-                         "use a teacher that writes depth, or a decoder built without source_depth")
-    depth = batch.src_depth
-    if noise <= 0:
-        return depth
-    B, V, T = depth.shape[:3]
-    seeds = [scene_seed(depth[b, 0, 0]) + v for b in range(B) for v in range(V) for _ in range(T)]
-    return perturb_depth(depth.flatten(0, 2), noise, seeds).reshape(depth.shape)
 
 
 def source_depth_pairs(

@@ -82,10 +82,6 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth_fill: fill holes of the warped input depth (cells no input pixel reaches, unless
             its sky does) this many cells deep from their deepest neighbour; 0: the decoder predicts
             their distance itself.
-        source_depth: where the warped input depth is blind (or only filled), grid Gaussians start at
-            their own source frame's depth instead (in a real pipeline a depth estimate of the
-            teacher's frames). ``forward`` then needs ``source_depth``; needs ``input_depth``. Not in
-            the paper.
         input_image_gaussians: also emit one Gaussian per pixel of the input frame, on its ray at the
             input depth, coloured by the pixel, corrected from the input frame's tokens; they follow
             the grid's Gaussians in the output. ``forward`` then needs ``input_image``; needs
@@ -124,7 +120,6 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth_fill: int = 8,
         input_image_gaussians: bool = False,
         trained_on: dict[str, Any] | None = None,
-        source_depth: bool = False,
     ) -> None:
         super().__init__()
         if type(self) is GaussianDecoder:
@@ -141,9 +136,6 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                              f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
         if input_depth_fill < 0:
             raise ValueError(f"input_depth_fill must be >= 0 cells, got {input_depth_fill}")
-        if source_depth and not input_depth:
-            raise ValueError("source_depth fills what the warped input depth does not reach: build the decoder with "
-                             "input_depth=True too")
         if input_image_gaussians and not input_depth:
             raise ValueError("input_image_gaussians places the input image's pixels at its depth: build the decoder "
                              "with input_depth=True too")
@@ -175,7 +167,6 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         inputs: InputFrames | None = None,  # the input frame of every set (decoders that read one)
         time: Tensor | None = None,  # [B, V, T] (dynamic decoders)
         target_time: Tensor | None = None,  # [B, M] (dynamic decoders)
-        source_depth: Tensor | None = None,  # [B, V, T, H, W] every source frame's depth (decoders with source_depth)
     ) -> Gaussians:  # [B, M, N], N = V F gh gw grid Gaussians (+ H W input pixels)
         B, V, _, Tl, h, w = latents.shape
         tokens = self.tokens(latents, c2w, K)  # [B, V, L, D]
@@ -190,10 +181,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         prior = None
         if self.depth_reader is not None:
             frames = self.layout.frame_indices(c2w.shape[2]).to(c2w.device)
-            prior, filled = self.depth_reader.warp(inputs, c2w[:, :, frames], K[:, :, frames], raw.shape[4:6])
-            if source_depth is not None:  # where the input is blind, a cell's own frame's depth
-                own = self.layout.grid_depth(source_depth)[:, None].to(prior.dtype)  # [B, 1, V, F, gh, gw]
-                prior = torch.where(((prior <= 0) | filled) & (own > 0), own, prior)
+            prior = self.depth_reader.warp(inputs, c2w[:, :, frames], K[:, :, frames], raw.shape[4:6])[0]
         g = self.layout.to_gaussians(raw, c2w, K, prior)
         if self.input_pixels is None:
             return g

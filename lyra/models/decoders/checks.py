@@ -18,7 +18,6 @@ def check_decoder_inputs(
     K: Tensor,  # [B, V, T, 3, 3]
     input_depth: Tensor | None = None,  # static [B, H, W]; dynamic [B, T, H, W]
     input_image: Tensor | None = None,  # static [B, H, W, 3]; dynamic [B, T, H, W, 3]
-    source_depth: Tensor | None = None,  # [B, V, T, H, W]
 ) -> None:
     cfg = config
     if latents.ndim != 6:
@@ -73,15 +72,6 @@ def check_decoder_inputs(
             raise ValueError(f"input_image must be {dims[:-1]}, 3] = {want_shape}, got {tuple(input_image.shape)}")
         if not torch.isfinite(input_image).all() or input_image.min() < 0 or input_image.max() > 1:
             raise ValueError("input_image must be finite RGB in [0, 1]")
-    if getattr(cfg, "source_depth", False) != (source_depth is not None):
-        raise ValueError("a decoder built with source_depth=True needs `source_depth` [B, V, T, H, W] (every source "
-                         "frame's z-depth, 0 = unknown; StudentModule passes the clip's); others take none")
-    if source_depth is not None:
-        want_shape = (B, V, c2w.shape[2], h * cfg.space_factor, w * cfg.space_factor)
-        if tuple(source_depth.shape) != want_shape:
-            raise ValueError(f"source_depth must be [B, V, T, H, W] = {want_shape}, got {tuple(source_depth.shape)}")
-        if not torch.isfinite(source_depth).all() or (source_depth < 0).any():
-            raise ValueError("source_depth must be finite and >= 0 (0 = unknown)")
 
 
 def check_times(

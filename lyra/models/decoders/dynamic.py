@@ -32,12 +32,11 @@ class DynamicGaussianDecoder(GaussianDecoder):
         target_time: Tensor | None = None,  # [B, M] times at which to output Gaussians
         input_depth: Tensor | None = None,  # [B, T, H, W] z-depth of trajectory 0's frames, 0 = unknown
         input_image: Tensor | None = None,  # [B, T, H, W, 3] their RGB (decoders with input_image_gaussians)
-        source_depth: Tensor | None = None,  # [B, V, T, H, W] every source frame's depth (decoders with source_depth)
     ) -> Gaussians:  # batch [B, M]
-        check_decoder_inputs(self.config, True, latents, c2w, K, input_depth, input_image, source_depth)
+        check_decoder_inputs(self.config, True, latents, c2w, K, input_depth, input_image)
         check_times(time, target_time, tuple(c2w.shape[:3]))
         inputs = None if input_depth is None else self.input_frames(c2w, K, input_depth, time, target_time, input_image)
-        return self.decode(latents, c2w, K, target_time.shape[1], inputs, time, target_time, source_depth)
+        return self.decode(latents, c2w, K, target_time.shape[1], inputs, time, target_time)
 
     def input_frames(
         self,

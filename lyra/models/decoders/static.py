@@ -33,11 +33,10 @@ class StaticGaussianDecoder(GaussianDecoder):
         target_time: Tensor | None = None,  # [B, M] ignored
         input_depth: Tensor | None = None,  # [B, H, W] z-depth of the first source frame, 0 = unknown
         input_image: Tensor | None = None,  # [B, H, W, 3] its RGB (decoders with input_image_gaussians)
-        source_depth: Tensor | None = None,  # [B, V, T, H, W] every source frame's depth (decoders with source_depth)
     ) -> Gaussians:  # batch [B], N = V * F * (h * density) * (w * density) (+ H * W input pixels)
-        check_decoder_inputs(self.config, False, latents, c2w, K, input_depth, input_image, source_depth)
+        check_decoder_inputs(self.config, False, latents, c2w, K, input_depth, input_image)
         inputs = None if input_depth is None else self.input_frames(c2w, K, input_depth, input_image=input_image)
-        return self.decode(latents, c2w, K, 1, inputs, source_depth=source_depth)[:, 0]
+        return self.decode(latents, c2w, K, 1, inputs)[:, 0]
 
     def input_frames(
         self,
