@@ -10,6 +10,7 @@ which sets and which input frames. Saved and loaded with ``save_pretrained`` / `
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,7 @@ from lyra.data.codecs.frames import latent_frame_of
 from lyra.models.blocks import BlockStack, BodyConfig
 from lyra.models.decoders.activations import GaussianActivationConfig, ScaleMode
 from lyra.models.decoders.head import GaussianHead
+from lyra.models.decoders.input_depth import hidden_from_input
 from lyra.models.decoders.input_frames import InputDepthReader, InputFrames
 from lyra.models.decoders.input_image import InputImageGaussians
 from lyra.models.decoders.layout import GaussianFrames, GaussianLayout
@@ -82,6 +84,10 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth_fill: fill holes of the warped input depth (cells no input pixel reaches, unless
             its sky does) this many cells deep from their deepest neighbour; 0: the decoder predicts
             their distance itself.
+        hidden_grid_opacity: log-odds added to the opacity of every grid Gaussian the input frame
+            cannot show (outside its view, or behind its surface: ``hidden_from_input``), so the grid
+            fills the disocclusions without veiling what the input pixels show; 0: off. Needs
+            ``input_depth``. Not in the paper.
         input_image_gaussians: also emit one Gaussian per pixel of the input frame, on its ray at the
             input depth, coloured by the pixel, corrected from the input frame's tokens; they follow
             the grid's Gaussians in the output. ``forward`` then needs ``input_image``; needs
@@ -120,6 +126,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth_fill: int = 8,
         input_image_gaussians: bool = False,
         trained_on: dict[str, Any] | None = None,
+        hidden_grid_opacity: float = 0.0,
     ) -> None:
         super().__init__()
         if type(self) is GaussianDecoder:
@@ -136,6 +143,11 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                              f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
         if input_depth_fill < 0:
             raise ValueError(f"input_depth_fill must be >= 0 cells, got {input_depth_fill}")
+        if not (math.isfinite(hidden_grid_opacity) and hidden_grid_opacity >= 0):
+            raise ValueError(f"hidden_grid_opacity must be a finite log-odds >= 0, got {hidden_grid_opacity}")
+        if hidden_grid_opacity and not input_depth:
+            raise ValueError("hidden_grid_opacity finds what the input frame cannot show from its depth: build the "
+                             "decoder with input_depth=True too")
         if input_image_gaussians and not input_depth:
             raise ValueError("input_image_gaussians places the input image's pixels at its depth: build the decoder "
                              "with input_depth=True too")
@@ -183,6 +195,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             frames = self.layout.frame_indices(c2w.shape[2]).to(c2w.device)
             prior = self.depth_reader.warp(inputs, c2w[:, :, frames], K[:, :, frames], raw.shape[4:6])[0]
         g = self.layout.to_gaussians(raw, c2w, K, prior)
+        if self.config.hidden_grid_opacity:
+            g = self._open_hidden(g, inputs)
         if self.input_pixels is None:
             return g
         cfg = self.config
@@ -191,6 +205,15 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         flat = [t.flatten(0, 1) for t in (inputs.image, inputs.depth, inputs.c2w, inputs.K)]
         pixels = self.input_pixels(first, *flat, self.activation)  # [B*M, H*W]
         return Gaussians.cat([g, pixels.reshape_batch(B, sets)])
+
+    def _open_hidden(self, g: Gaussians, inputs: InputFrames) -> Gaussians:  # batch [B, M]
+        """The grid's Gaussians the input frame cannot show, made more opaque (``hidden_grid_opacity``)."""
+        B, M, N = g.opacities.shape
+        hidden = hidden_from_input(g.means.reshape(B * M, N, 3), inputs.depth.flatten(0, 1), inputs.c2w.flatten(0, 1),
+                                   inputs.K.flatten(0, 1)).reshape(B, M, N)
+        logit = torch.logit(g.opacities.clamp(1e-6, 1 - 1e-6))
+        opacities = torch.sigmoid(logit + self.config.hidden_grid_opacity * hidden.detach().to(logit.dtype))
+        return Gaussians(g.means, g.quats, g.scales, opacities, g.colors, check_values=False)
 
     def input_frames(
         self,

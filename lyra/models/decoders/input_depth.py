@@ -122,6 +122,25 @@ def landing_cells(
     return (hits[..., :-1] > 0).reshape(*col.shape[:2], gh, gw)
 
 
+def hidden_from_input(
+    points: Tensor,  # [S, N, 3] world points
+    depth: Tensor,  # [S, H, W] the input frame's z-depth, 0 = unknown (sky)
+    c2w: Tensor,  # [S, 4, 4] its camera
+    K: Tensor,  # [S, 3, 3] for (H, W)
+    margin: float = 0.1,
+) -> Tensor:  # [S, N] bool
+    """Which points the input frame cannot show: outside its view, or behind its surface by more than
+    ``margin`` (relative depth, room for an estimate's error). Points in front of its surface or on it
+    are what it shows (or proves empty); so are points in front of its sky."""
+    S, H, W = depth.shape
+    uv, z = world_to_pixels(points, c2w_to_viewmat(c2w.to(points.dtype)), K.to(points.dtype))  # [S, N, 2], [S, N]
+    u, v = uv[..., 0].floor().long(), uv[..., 1].floor().long()
+    inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    rows = torch.arange(S, device=depth.device)[:, None]
+    seen = depth[rows, v.clamp(0, H - 1), u.clamp(0, W - 1)].to(z.dtype)  # [S, N]
+    return ~inside | ((seen > 0) & (z > seen * (1 + margin)))
+
+
 def fill_holes(
     depth: Tensor,  # [..., gh, gw] 0 = unknown
     sky: Tensor,  # [..., gh, gw] bool: unknown cells that stay unknown
