@@ -11,12 +11,13 @@ from conftest import decoder_inputs, synthetic_batch, tiny_decoder, tiny_student
 from lyra.models.decoders.input_depth import (
     depth_features,
     fill_holes,
+    hidden_from_input,
     landing_cells,
     perturb_depth,
     warp_depth,
 )
 from lyra.models.student_inputs import hole_weights, input_coverage, input_depth
-from lyra.render.cameras import look_at, make_intrinsics
+from lyra.render.cameras import look_at, make_intrinsics, pixel_rays
 
 H = W = 32
 
@@ -168,6 +169,44 @@ def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
     back = type(reader).from_pretrained(tmp_path)
     assert back.config.input_depth and back.config.input_depth_range == 0.5
     assert torch.equal(back.depth_reader.embed.proj.weight, reader.depth_reader.embed.proj.weight)
+
+
+def test_hidden_from_input_is_what_lies_behind_its_surface_or_outside_its_view():
+    cam = _camera([0.0, 0.0, -3.0])  # looks at the world origin along +z: camera depth = world z + 3
+    depth = torch.full((1, H, W), 3.0)
+    depth[:, :, : W // 4] = 0.0  # the left quarter is sky
+    pts = torch.tensor([[0.0, 0.0, -1.0],   # in front of the surface: shown empty
+                        [0.0, 0.0, 0.0],    # on it
+                        [0.0, 0.0, 0.2],    # within the margin behind it
+                        [0.0, 0.0, 1.0],    # behind it: hidden
+                        [9.0, 0.0, 1.0],    # outside the view: hidden
+                        [0.0, 0.0, -4.0]])  # behind the camera: hidden
+    origins, dirs = pixel_rays(cam[None], K[None], H, W)  # a point 4 deep on a ray through the sky
+    ray = dirs[0, H // 2, 2]
+    pts = torch.cat([pts, (origins[0, H // 2, 2] + ray * 4.0 / (ray @ cam[:3, 2]))[None]])  # shown (sky beyond it)
+    got = hidden_from_input(pts[None], depth, cam[None], K[None], margin=0.1)[0]
+    assert got.tolist() == [False, False, False, True, True, True, False]
+
+
+def test_hidden_grid_opacity_opens_only_the_grid_gaussians_the_input_cannot_show():
+    lat, c2w, Ks = decoder_inputs(V=2, T=5, h=4, w=4)
+    _, reader = _decoders()
+    opened = tiny_decoder(input_depth=True, hidden_grid_opacity=2.0)
+    opened.load_state_dict(reader.state_dict())
+    depth = torch.zeros(1, 32, 32)
+    depth[:, :, :16] = 3.0  # the input sees a surface on its left half, sky on the right
+    with torch.no_grad():
+        a, b = reader(lat, c2w, Ks, input_depth=depth), opened(lat, c2w, Ks, input_depth=depth)
+    hidden = hidden_from_input(a.means, depth, c2w[:, 0, 0], Ks[:, 0, 0])
+    assert hidden.any() and (~hidden).any()
+    torch.testing.assert_close(b.opacities[~hidden], a.opacities[~hidden])
+    torch.testing.assert_close(torch.logit(b.opacities[hidden]), torch.logit(a.opacities[hidden]) + 2.0, rtol=0, atol=1e-3)
+    torch.testing.assert_close(b.means, a.means)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="hidden_grid_opacity must be a finite log-odds >= 0"):
+            tiny_decoder(input_depth=True, hidden_grid_opacity=bad)
+    with pytest.raises(ValueError, match="build the decoder with input_depth=True"):
+        tiny_decoder(hidden_grid_opacity=1.0)
 
 
 def test_student_reads_the_first_source_frame_with_noise_fixed_per_scene():
