@@ -209,10 +209,11 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
     def _open_hidden(self, g: Gaussians, inputs: InputFrames) -> Gaussians:  # batch [B, M]
         """The grid's Gaussians the input frame cannot show, made more opaque (``hidden_grid_opacity``)."""
         B, M, N = g.opacities.shape
-        hidden = hidden_from_input(g.means.reshape(B * M, N, 3), inputs.depth.flatten(0, 1), inputs.c2w.flatten(0, 1),
-                                   inputs.K.flatten(0, 1)).reshape(B, M, N)
+        with torch.no_grad():  # a mask: no graph through the projection of every grid mean
+            hidden = hidden_from_input(g.means.reshape(B * M, N, 3), inputs.depth.flatten(0, 1),
+                                       inputs.c2w.flatten(0, 1), inputs.K.flatten(0, 1)).reshape(B, M, N)
         logit = torch.logit(g.opacities.clamp(1e-6, 1 - 1e-6))
-        opacities = torch.sigmoid(logit + self.config.hidden_grid_opacity * hidden.detach().to(logit.dtype))
+        opacities = torch.sigmoid(logit + self.config.hidden_grid_opacity * hidden.to(logit.dtype))
         return Gaussians(g.means, g.quats, g.scales, opacities, g.colors, check_values=False)
 
     def input_frames(
