@@ -36,7 +36,7 @@ from lyra.render.cameras import look_at
 from lyra.render.formats import save_dynamic_scene
 from lyra.render.gaussians import Gaussians
 from lyra.render.ply import save_ply
-from lyra.utils.errors import LyraUsageError
+from lyra.utils.errors import LyraUsageError, cannot_write
 from lyra.viz.video import to_uint8, write_png, write_video
 
 OUTPUT_MARKER = ".lyra-output"  # in every folder lyra generate / SceneWriter wrote
@@ -66,8 +66,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
         (tmp / OUTPUT_MARKER).write_text("written by lyra; `lyra generate --overwrite` may replace this folder\n")
     except OSError as err:  # name the folder asked for, not the hidden one
         shutil.rmtree(tmp, ignore_errors=True)
-        raise LyraUsageError(f"cannot write --out {out}: {err.strerror} (in {out.parent}); check that folder's "
-                             "permissions and free space, or write somewhere else") from None
+        raise cannot_write(out, err, "--out ") from None
     try:
         yield tmp
     except BaseException:

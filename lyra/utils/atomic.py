@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from lyra.utils.errors import LyraUsageError
+from lyra.utils.errors import LyraUsageError, cannot_write
 
 _WRITE_FAILURES = {
     errno.EFBIG: "the file-size limit (ulimit -f) is below what it needs: raise it or write less",
@@ -36,8 +36,7 @@ def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if keep_suffix else ".tmp",
                                    dir=path.parent)
     except OSError as err:  # name the file asked for, not the temporary name
-        raise LyraUsageError(f"cannot write {path}: {err.strerror} (in {path.parent}); check that folder's "
-                             "permissions and free space, or write somewhere else") from None
+        raise cannot_write(path, err) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -57,6 +57,14 @@ class LyraUsageError(ValueError):
     and the fix. A ``ValueError``, so callers that catch reader errors catch it too."""
 
 
+def cannot_write(path: object, err: OSError, label: str = "") -> LyraUsageError:
+    """An output that could not even be started (its folder or temporary name refused): named as the
+    user gave it (``label``: its option, e.g. ``"--out "``), never by the temporary name."""
+    parent = os.path.dirname(os.fspath(path)) or "."
+    return LyraUsageError(f"cannot write {label}{path}: {err.strerror} (in {parent}); check that folder's "
+                          "permissions and free space, or write somewhere else")
+
+
 EXPECTED_ERRORS = (ValueError, TypeError, OSError, OverflowError, RecursionError, MemoryError)
 
 
