@@ -137,3 +137,56 @@ def test_init_from_across_the_input_image_setting(tmp_path):
     with_pixels.save_pretrained(tmp_path / "pixels")
     with pytest.raises(ValueError, match="input_image_gaussians: true"):
         load_decoder_weights(tiny_decoder(input_depth=True), tmp_path / "pixels")
+
+
+def textured_image(seed=0):  # 2 x 2-pixel random blocks: detail at the scale the splats' low-pass blurs
+    g = torch.Generator().manual_seed(seed)
+    blocks = 0.1 + 0.8 * torch.rand(1, H // 2, W // 2, 3, generator=g)
+    return blocks.repeat_interleave(2, 1).repeat_interleave(2, 2)
+
+
+def input_view_error(dec, lat, c2w, K, depth, image):
+    with torch.no_grad():
+        pix = pixel_part(dec(lat, c2w, K, input_depth=depth, input_image=image))
+        r = GaussianRenderer(backend="torch", background=(1.0, 1.0, 1.0))(pix, c2w[:, 0, :1], K[:, 0, :1], H, W)
+    return float((r.rgb[0, 0] - image[0])[2:-2, 2:-2].square().mean()), pix
+
+
+def test_colour_fit_makes_the_input_pixels_reproduce_their_own_view_step_by_step():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth, image = 3.0 + 0.2 * torch.rand(1, H, W), textured_image()
+    errors, parts = [], []
+    for steps in (0, 1, 2):
+        dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_colour_fit=steps,
+                           scale_mode="footprint")  # the configs' splats: half a pixel wide
+        err, pix = input_view_error(dec, lat, c2w, K, depth, image)
+        errors.append(err)
+        parts.append(pix)
+    assert errors[2] < errors[1] < errors[0] and errors[2] < 0.7 * errors[0], errors
+    for fitted in parts[1:]:  # only the colours change; they stay colours
+        for name in ("means", "scales", "opacities", "quats"):
+            torch.testing.assert_close(getattr(fitted, name), getattr(parts[0], name))
+        assert float(fitted.colors.min()) >= 0 and float(fitted.colors.max()) <= 1
+        assert not torch.allclose(fitted.colors, parts[0].colors)
+
+
+def test_fit_colours_to_view_leaves_what_it_cannot_improve():
+    """A flat image already renders as itself away from the border: the fit keeps it there."""
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    flat = torch.full((1, H, W, 3), 0.4)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_colour_fit=2, scale_mode="footprint")
+    _, pix = input_view_error(dec, lat, c2w, K, torch.full((1, H, W), 3.0), flat)
+    inner = pix.colors[0].reshape(H, W, 3)[3:-3, 3:-3]
+    torch.testing.assert_close(inner, torch.full_like(inner, 0.4), atol=2e-3, rtol=0)
+
+
+def test_colour_fit_keeps_the_corrections_learning_and_checks_its_setting():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_colour_fit=2)
+    g = dec(lat, c2w, K, input_depth=torch.full((1, H, W), 3.0), input_image=textured_image())
+    pixel_part(g).colors.sum().backward()  # the colour correction still gets a gradient through the fit
+    assert dec.input_pixels.correction.weight.grad[:, 1:4].abs().sum() > 0
+    with pytest.raises(ValueError, match="input_image_gaussians=True too"):
+        tiny_decoder(input_depth=True, input_colour_fit=2)
+    with pytest.raises(ValueError, match="colour_fit must be >= 0"):
+        tiny_decoder(input_depth=True, input_image_gaussians=True, input_colour_fit=-1)

@@ -63,6 +63,10 @@ def colour_logits(rgb: Tensor) -> Tensor:  # [..., 3] in [0, 1] -> [..., 3] raw 
     return torch.atanh((2 * rgb - 1).clamp(-_COLOR_CLAMP, _COLOR_CLAMP))
 
 
+def colours_from_logits(x: Tensor) -> Tensor:  # [..., 3] raw colour channels -> [..., 3] in [0, 1]
+    return 0.5 * torch.tanh(x) + 0.5
+
+
 def activate_gaussians(
     raw: Tensor,  # [..., N, 12]
     origins: Tensor,  # [..., N, 3] ray origins (world)
@@ -80,7 +84,7 @@ def activate_gaussians(
         corrected = prior[..., None].to(raw.dtype) * torch.exp(cfg.prior_log_range * torch.tanh(dist_x))
         distance = torch.where(prior[..., None] > 0, corrected, distance)
     means = origins + dirs * distance
-    colors = 0.5 * torch.tanh(rgb_x) + 0.5
+    colors = colours_from_logits(rgb_x)
     if cfg.scale_mode == "footprint":
         if footprint is None:
             raise ValueError("scale_mode='footprint' needs each Gaussian's pixel footprint")

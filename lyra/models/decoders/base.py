@@ -92,6 +92,10 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             input depth, coloured by the pixel, corrected from the input frame's tokens; they follow
             the grid's Gaussians in the output. ``forward`` then needs ``input_image``; needs
             ``input_depth``. Not in the paper.
+        input_colour_fit: with ``input_image_gaussians``, refine the input pixels' base colours by this
+            many residual steps so their splats, drawn as 3DGS viewers draw them, reproduce the input
+            frame at its own camera (``lyra.models.decoders.input_image.fit_colours_to_view``); 0: the
+            pixels' own colours. Not in the paper.
         trained_on: what the decoder was trained on (clip size, field of view, codec, teacher), written
             by ``StudentModule`` when training starts, so a saved decoder says what it can read
             (``lyra generate`` uses it); ``None`` until then. Not architecture.
@@ -127,6 +131,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_image_gaussians: bool = False,
         trained_on: dict[str, Any] | None = None,
         hidden_grid_opacity: float = 0.0,
+        input_colour_fit: int = 0,
     ) -> None:
         super().__init__()
         if type(self) is GaussianDecoder:
@@ -148,6 +153,9 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         if hidden_grid_opacity and not input_depth:
             raise ValueError("hidden_grid_opacity finds what the input frame cannot show from its depth: build the "
                              "decoder with input_depth=True too")
+        if input_colour_fit and not input_image_gaussians:
+            raise ValueError("input_colour_fit refines the colours of the input image's Gaussians: build the decoder "
+                             "with input_image_gaussians=True too (or input_colour_fit=0)")
         if input_image_gaussians and not input_depth:
             raise ValueError("input_image_gaussians places the input image's pixels at its depth: build the decoder "
                              "with input_depth=True too")
@@ -164,7 +172,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                             if input_depth else None)
         self.blocks = BlockStack(body)
         self.head = GaussianHead(width, latent_channels, patch_size, self.layout, latent_skip)
-        self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias)
+        self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias,
+                                                 colour_fit=input_colour_fit)
                              if input_image_gaussians else None)
         self.time = TimeEmbed(width, patch_size, time_factor, causal_first_frame) if self.is_dynamic else None
 

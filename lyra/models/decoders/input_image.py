@@ -15,6 +15,11 @@ within the input depth's bound.
 Pixel-aligned Gaussians coloured from the image are the layout of feed-forward splatting models
 (Splatter Image, pixelSplat, Flash3D); Lyra's decoder does not have them. docs/experiments.md has
 the measurements behind this layer.
+
+A Gaussian a pixel wide, drawn as 3DGS renderers draw it (with a 0.3 px^2 low-pass), spreads its
+colour over its neighbours: the lifted image seen from its own camera is a blurred copy of itself.
+With ``colour_fit=n`` the pixels' base colours are first refined by n residual steps so that their
+splats reproduce the image at its own camera (``fit_colours_to_view``), then corrected as above.
 """
 
 from __future__ import annotations
@@ -30,13 +35,44 @@ from lyra.models.decoders.activations import (
     GaussianActivationConfig,
     activate_gaussians,
     colour_logits,
+    colours_from_logits,
 )
 from lyra.models.decoders.layout import orient_to_world
-from lyra.render.cameras import pixel_rays, ray_distance
+from lyra.render.cameras import c2w_to_viewmat, pixel_rays, ray_distance
 from lyra.render.gaussians import Gaussians
+from lyra.render.rasterization import rasterization
 
 # Raw channel layout (activations.py): distance, RGB (3), scale (3), quaternion (4), opacity.
 _OPACITY = 11
+_RGB = slice(1, 4)
+# Half the residual per step: measured on validation scenes, 2-3 steps of 0.5 reproduce the input
+# view best for the other views too (docs/experiments.md, E36); larger steps overshoot at edges.
+COLOUR_FIT_STEP = 0.5
+
+
+@torch.no_grad()
+def fit_colours_to_view(
+    gaussians: Gaussians,  # [S, H*W] one Gaussian per pixel of each image, in raster order
+    image: Tensor,  # [S, H, W, 3] the colours the splats should show at their own camera
+    c2w: Tensor,  # [S, 4, 4]
+    K: Tensor,  # [S, 3, 3]
+    steps: int,
+) -> Tensor:  # [S, H*W, 3] colours in [0, 1]
+    """Colours whose splats, rendered at the image's own camera the way 3DGS viewers draw them
+    (0.3 px^2 low-pass, alpha compositing), show ``image``: ``steps`` residual (Van Cittert) steps
+    from the image itself, each adding ``COLOUR_FIT_STEP`` of the difference between the image and
+    the alpha-normalised render, so the result does not depend on the background."""
+    S, H, W, _ = image.shape
+    g = gaussians
+    target = image.reshape(S, H * W, 3).to(g.colors.dtype)
+    colours = target.clone()
+    viewmats = c2w_to_viewmat(c2w.to(g.means.dtype))[:, None]  # [S, 1, 4, 4]
+    for _ in range(steps):
+        rgb, alpha, _ = rasterization(g.means, g.quats, g.scales, g.opacities, colours, viewmats,
+                                      K.to(g.means.dtype)[:, None], W, H)  # [S, 1, H, W, 3], [S, 1, H, W, 1]
+        shown = (rgb / alpha.clamp_min(1e-3))[:, 0].reshape(S, H * W, 3)
+        colours = (colours + COLOUR_FIT_STEP * (target - shown)).clamp(0.0, 1.0)
+    return colours
 
 
 class InputImageGaussians(nn.Module):
@@ -47,12 +83,18 @@ class InputImageGaussians(nn.Module):
         pixels_per_token: input pixels per token along each side (``patch_size * space_factor``).
         opacity_bias: the decoder's opacity bias (opacity = sigmoid(x - opacity_bias)).
         initial_opacity: the opacity every input Gaussian starts at.
+        colour_fit: residual steps that refine the pixels' base colours so their splats reproduce the
+            input frame at its own camera (``fit_colours_to_view``); 0: the pixels' own colours.
     """
 
-    def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9) -> None:
+    def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9,
+                 colour_fit: int = 0) -> None:
         super().__init__()
         if not 0 < initial_opacity < 1:
             raise ValueError(f"initial_opacity must be in (0, 1), got {initial_opacity}")
+        if colour_fit < 0:
+            raise ValueError(f"colour_fit must be >= 0 steps, got {colour_fit}")
+        self.colour_fit = colour_fit
         self.correction = nn.ConvTranspose2d(width, RAW_CHANNELS, pixels_per_token, stride=pixels_per_token)
         nn.init.zeros_(self.correction.weight)  # starts at the lifted image; the weights still get gradients
         with torch.no_grad():
@@ -72,6 +114,7 @@ class InputImageGaussians(nn.Module):
         raw = self.correction(tokens.to(self.correction.weight.dtype)).permute(0, 2, 3, 1).float()  # [S, H, W, 12]
         if raw.shape[1:3] != (H, W):
             raise ValueError(f"the input frame's tokens cover {tuple(raw.shape[1:3])} pixels, the image is {(H, W)}")
+        correction = raw
         raw = raw + F.pad(colour_logits(image.float()), (1, RAW_CHANNELS - 4))  # the pixel's colour
         origins, dirs = pixel_rays(c2w, K, H, W)  # [S, H, W, 3]
         distance = ray_distance(depth, dirs, c2w)
@@ -80,4 +123,11 @@ class InputImageGaussians(nn.Module):
         g = activate_gaussians(raw.reshape(S, H * W, RAW_CHANNELS), origins.reshape(S, H * W, 3),
                                dirs.reshape(S, H * W, 3), activation, footprint=footprint,
                                prior=distance.reshape(S, H * W))
-        return orient_to_world(g, c2w)
+        g = orient_to_world(g, c2w)
+        if not self.colour_fit:
+            return g
+        # The fit sees the corrected geometry but no gradient: a base colour, which the correction's
+        # colour channels still adjust.
+        base = fit_colours_to_view(g.detach(), image, c2w, K, self.colour_fit)
+        rgb = colours_from_logits(colour_logits(base) + correction.reshape(S, H * W, RAW_CHANNELS)[..., _RGB])
+        return Gaussians(g.means, g.quats, g.scales, g.opacities, rgb, check_values=False)
