@@ -28,6 +28,7 @@ from lyra.cli import LyraCLI
 from lyra.data.generators.point_cache import lift_to_points
 from lyra.eval.baselines import input_image_warp
 from lyra.metrics.image import mse_to_psnr
+from lyra.models.decoders.input_image import fit_colours_to_view
 from lyra.render import GaussianRenderer
 from lyra.render.gaussians import Gaussians
 
@@ -42,6 +43,7 @@ VARIANTS: dict[str, tuple[float, int, float, float, bool]] = {
     "not 3DGS: 0.4 px, eps2d 0.01, alpha-normalised (the warp's renderer)": (0.4, 1, 0.99, 0.01, True),
 }
 FITTED = "3DGS: the student's start, colours fitted to the input view"
+COLOUR_FIT = "3DGS: the student's start, 2 residual colour steps (the decoder's input_colour_fit: 2)"
 
 
 def lifted_gaussians(
@@ -106,8 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
                                    "--data.init_args.num_workers", "0", "--test_after_fit", "false", *extra])
     data = cli.datamodule
     data.setup("test")
-    names = ["input_warp (point splats, exact depth)", *VARIANTS] + ([FITTED] if args.fit_colours else [])
+    names = ["input_warp (point splats, exact depth)", *VARIANTS, COLOUR_FIT] + ([FITTED] if args.fit_colours else [])
     sums = {n: [0.0, 0] for n in names}
+    per_frame: dict[str, list[float]] = {n: [] for n in names}  # the report's PSNR is a mean over frames
     for batch in data.test_dataloader():
         for b in range(batch.batch_size):
             src, against = batch.sources[b], batch.gt_rgb[b] if batch.gt_rgb is not None else batch.rgb[b]
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
                     err = (pred.clamp(0, 1) - against[v]).square().mean(-1)
                     sums[name][0] += float(err[covered].sum())
                     sums[name][1] += int(covered.sum())
+                    per_frame[name] += [float(mse_to_psnr(e[c].mean())) for e, c in zip(err, covered) if c.any()]
 
                 score(names[0], warp)
                 for name in names[1:]:
@@ -135,16 +139,22 @@ def main(argv: list[str] | None = None) -> dict:
                                                  sigma, sub, opacity)
                             if name == FITTED:
                                 g = fit_colours(g, src.rgb[0, f], src.c2w[0, f], src.K[0, f], args.fit_steps)
+                            if name == COLOUR_FIT:
+                                colours = fit_colours_to_view(g[None], src.rgb[0, f][None], src.c2w[0, f][None],
+                                                              src.K[0, f][None], 2)[0]
+                                g = Gaussians(g.means, g.quats, g.scales, g.opacities, colours, check_values=False)
                             lifted[key] = g
                         preds.append(render(lifted[key], c2w[q:q + 1], K[q:q + 1], H, W, eps2d, normalised)[0])
                     score(name, torch.stack(preds))
     psnr = {n: round(float(mse_to_psnr(torch.tensor(s / max(c, 1)))), 2) for n, (s, c) in sums.items()}
+    frame_mean = {n: round(sum(v) / max(len(v), 1), 2) for n, v in per_frame.items()}
     print(machine_line(torch.get_num_threads()))
     print(f"# {args.config}, {args.test_scenes} test scenes, exact depth, the pixels input_warp covers")
-    print("| the lifted input frame, rendered as | covered PSNR vs truth |\n|---|---|")
+    print("| the lifted input frame, rendered as | covered PSNR vs truth, pooled | mean over frames |\n|---|---|---|")
     for n, v in psnr.items():
-        print(f"| {n} | {v:.2f} |")
-    result = {"covered_psnr": psnr, "test_scenes": args.test_scenes, "peak_rss_gb": round(peak_rss_gb(), 2)}
+        print(f"| {n} | {v:.2f} | {frame_mean[n]:.2f} |")
+    result = {"covered_psnr": psnr, "covered_psnr_frame_mean": frame_mean, "test_scenes": args.test_scenes,
+              "peak_rss_gb": round(peak_rss_gb(), 2)}
     print(json.dumps(result))
     return result
 

@@ -123,7 +123,8 @@ def test_capture_smoke_reads_and_scores_a_synthetic_capture():
 def test_lifted_input_render_smoke_reproduces_the_warp_with_the_warps_renderer():
     res, text = _run("lifted_input_render.py", "--smoke", "--fit-colours")
     psnr = res["covered_psnr"]
-    assert len(psnr) == 9 and all(0 < v < 100 for v in psnr.values())
+    assert len(psnr) == 10 and all(0 < v < 100 for v in psnr.values())
+    assert res["covered_psnr_frame_mean"].keys() == psnr.keys()
     # The same lifted points through the warp's renderer are the warp: the rows are comparable.
     assert abs(psnr["not 3DGS: 0.4 px, eps2d 0.01, alpha-normalised (the warp's renderer)"]
                - psnr["input_warp (point splats, exact depth)"]) < 0.05
