@@ -45,8 +45,8 @@ from lyra.render.rasterization import rasterization
 # Raw channel layout (activations.py): distance, RGB (3), scale (3), quaternion (4), opacity.
 _OPACITY = 11
 _RGB = slice(1, 4)
-# Half the residual per step: measured on validation scenes, 2-3 steps of 0.5 reproduce the input
-# view best for the other views too (docs/experiments.md, E36); larger steps overshoot at edges.
+# Half the residual per step: on validation scenes, 2 steps of 0.5 rendered the *other* views best
+# among 1-3 steps of 0.3-0.7 (docs/experiments.md, E36); an exact fit to the input view does worse.
 COLOUR_FIT_STEP = 0.5
 
 
