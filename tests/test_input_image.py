@@ -190,3 +190,50 @@ def test_colour_fit_keeps_the_corrections_learning_and_checks_its_setting():
         tiny_decoder(input_depth=True, input_colour_fit=2)
     with pytest.raises(ValueError, match="colour_fit must be >= 0"):
         tiny_decoder(input_depth=True, input_image_gaussians=True, input_colour_fit=-1)
+
+
+def test_input_border_continues_the_frame_edge_beyond_it():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    P, depth, image = 4, 3.0 + torch.rand(1, H, W), textured_image()
+    plain = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint")
+    bordered = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint", input_border=P)
+    with torch.no_grad():
+        a = plain(lat, c2w, K, input_depth=depth, input_image=image)
+        b = bordered(lat, c2w, K, input_depth=depth, input_image=image)
+    ring = (H + 2 * P) * (W + 2 * P) - H * W
+    assert b.num_gaussians == a.num_gaussians + ring
+    torch.testing.assert_close(pixel_part(b).means, pixel_part(a).means)  # the input pixels stay last, unchanged
+    edge = b.select(slice(-H * W - ring, -H * W))
+    uv, z = world_to_pixels(edge.means, c2w_to_viewmat(c2w[:, 0, 0]), K[:, 0, 0])
+    u, v = uv[0, :, 0], uv[0, :, 1]
+    assert bool(((u < 0) | (u > W) | (v < 0) | (v > H)).all())  # all beyond the frame, none on it
+    assert float(u.min()) > -P and float(u.max()) < W + P and float(v.min()) > -P and float(v.max()) < H + P
+    # each continues its nearest edge pixel: that pixel's z-depth and colour
+    iu = u.floor().long().clamp(0, W - 1)
+    iv = v.floor().long().clamp(0, H - 1)
+    torch.testing.assert_close(z[0], depth[0, iv, iu], rtol=1e-4, atol=0)
+    torch.testing.assert_close(edge.colors[0], image[0, iv, iu].clamp(0.01, 0.99), atol=1e-5, rtol=0)
+
+
+def test_input_border_fills_what_a_zoomed_out_view_sees_past_the_frame():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth, image = torch.full((1, H, W), 3.0), textured_image()
+    back = c2w[:, 0, :1].clone()
+    back[..., :3, 3] -= 0.6 * back[..., :3, 2]  # the input camera, moved back along its axis
+    coverage = []
+    for P in (0, 6):
+        dec = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint", input_border=P)
+        with torch.no_grad():
+            pix = dec(lat, c2w, K, input_depth=depth, input_image=image).select(slice(-(H + 2 * P) * (W + 2 * P), None))
+            r = GaussianRenderer(backend="torch", background=(1.0, 1.0, 1.0))(pix, back, K[:, 0, :1], H, W)
+        coverage.append(r.alpha[0, 0])
+    outside = coverage[0] < 0.5  # where the frame alone leaves the background
+    assert outside.float().mean() > 0.1
+    assert float(coverage[1][outside].mean()) > 0.9
+
+
+def test_input_border_needs_the_input_pixels():
+    with pytest.raises(ValueError, match="input_border works on the input image's Gaussians"):
+        tiny_decoder(input_depth=True, input_border=4)
+    with pytest.raises(ValueError, match="border must be >= 0"):
+        tiny_decoder(input_depth=True, input_image_gaussians=True, input_border=-1)

@@ -96,6 +96,10 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             many residual steps so their splats, drawn as 3DGS viewers draw them, reproduce the input
             frame at its own camera (``lyra.models.decoders.input_image.fit_colours_to_view``); 0: the
             pixels' own colours. Not in the paper.
+        input_border: with ``input_image_gaussians``, continue the input frame's edge this many pixels
+            beyond it (edge colour and depth replicated, one Gaussian per virtual pixel, not learned:
+            ``lyra.models.decoders.input_image.border_gaussians``), so views that see past the input
+            frame show its edge rather than the background; 0: none. Not in the paper.
         trained_on: what the decoder was trained on (clip size, field of view, codec, teacher), written
             by ``StudentModule`` when training starts, so a saved decoder says what it can read
             (``lyra generate`` uses it); ``None`` until then. Not architecture.
@@ -132,6 +136,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         trained_on: dict[str, Any] | None = None,
         hidden_grid_opacity: float = 0.0,
         input_colour_fit: int = 0,
+        input_border: int = 0,
     ) -> None:
         super().__init__()
         if type(self) is GaussianDecoder:
@@ -153,9 +158,10 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         if hidden_grid_opacity and not input_depth:
             raise ValueError("hidden_grid_opacity finds what the input frame cannot show from its depth: build the "
                              "decoder with input_depth=True too")
-        if input_colour_fit and not input_image_gaussians:
-            raise ValueError("input_colour_fit refines the colours of the input image's Gaussians: build the decoder "
-                             "with input_image_gaussians=True too (or input_colour_fit=0)")
+        for name, value in (("input_colour_fit", input_colour_fit), ("input_border", input_border)):
+            if value and not input_image_gaussians:
+                raise ValueError(f"{name} works on the input image's Gaussians: build the decoder with "
+                                 f"input_image_gaussians=True too (or {name}=0)")
         if input_image_gaussians and not input_depth:
             raise ValueError("input_image_gaussians places the input image's pixels at its depth: build the decoder "
                              "with input_depth=True too")
@@ -173,7 +179,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         self.blocks = BlockStack(body)
         self.head = GaussianHead(width, latent_channels, patch_size, self.layout, latent_skip)
         self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias,
-                                                 colour_fit=input_colour_fit)
+                                                 colour_fit=input_colour_fit, border=input_border)
                              if input_image_gaussians else None)
         self.time = TimeEmbed(width, patch_size, time_factor, causal_first_frame) if self.is_dynamic else None
 

@@ -20,6 +20,12 @@ A Gaussian a pixel wide, drawn as 3DGS renderers draw it (with a 0.3 px^2 low-pa
 colour over its neighbours: the lifted image seen from its own camera is a blurred copy of itself.
 With ``colour_fit=n`` the pixels' base colours are first refined by n residual steps so that their
 splats reproduce the image at its own camera (``fit_colours_to_view``), then corrected as above.
+
+A view that sees past the input frame's edges (a zoom out, a pan) finds nothing there but what the
+grid learned, and over a background that is the background. With ``border=P`` the frame's edge is
+also continued P pixels beyond it (``border_gaussians``): the edge pixels' colour and depth,
+replicated, as Gaussians on the rays of those virtual pixels, like the clamp-to-edge padding of an
+image, so such views show a smear of the edge rather than the background.
 """
 
 from __future__ import annotations
@@ -75,6 +81,37 @@ def fit_colours_to_view(
     return colours
 
 
+def border_gaussians(
+    image: Tensor,  # [S, H, W, 3] the input frame in [0, 1]
+    depth: Tensor,  # [S, H, W] its z-depth, 0 = unknown (sky: at ``activation.far``)
+    c2w: Tensor,  # [S, 4, 4]
+    K: Tensor,  # [S, 3, 3] for (H, W)
+    border: int,
+    activation: GaussianActivationConfig,
+    opacity_raw: float,
+) -> Gaussians:  # [S, (H + 2P) (W + 2P) - H W] in world coordinates, as the input pixels are
+    """The frame's edge continued ``border`` pixels beyond it: edge colour and z-depth replicated
+    outwards, one Gaussian per virtual pixel on its ray, sized and oriented as the input pixels start."""
+    S, H, W, _ = image.shape
+    P = border
+    wide = F.pad(image.permute(0, 3, 1, 2).float(), (P, P, P, P), mode="replicate").permute(0, 2, 3, 1)
+    z = F.pad(depth[:, None].float(), (P, P, P, P), mode="replicate")[:, 0]
+    K_wide = K.clone()
+    K_wide[:, :2, 2] += P  # the same camera, its image grown by P pixels on every side
+    origins, dirs = pixel_rays(c2w, K_wide, H + 2 * P, W + 2 * P)
+    ring = torch.ones(H + 2 * P, W + 2 * P, dtype=torch.bool, device=image.device)
+    ring[P:P + H, P:P + W] = False
+    distance = torch.where(z > 0, ray_distance(z, dirs, c2w), torch.full_like(z, activation.far))
+    n = int(ring.sum())
+    raw = torch.zeros(S, n, RAW_CHANNELS, dtype=origins.dtype, device=origins.device)
+    raw[..., _RGB] = colour_logits(wide[:, ring])
+    raw[..., _OPACITY] = opacity_raw
+    footprint = (1.0 / torch.sqrt(K[:, 0, 0] * K[:, 1, 1]))[:, None].expand(S, n)
+    g = activate_gaussians(raw, origins[:, ring], dirs[:, ring], activation, footprint=footprint,
+                           prior=distance[:, ring])
+    return orient_to_world(g, c2w)
+
+
 class InputImageGaussians(nn.Module):
     """Pixel-aligned Gaussians of the input frame, corrected from its tokens.
 
@@ -85,21 +122,26 @@ class InputImageGaussians(nn.Module):
         initial_opacity: the opacity every input Gaussian starts at.
         colour_fit: residual steps that refine the pixels' base colours so their splats reproduce the
             input frame at its own camera (``fit_colours_to_view``); 0: the pixels' own colours.
+        border: pixels by which the frame's edge is continued beyond it (``border_gaussians``; not
+            corrected, not learned); their Gaussians come before the input pixels' in the output.
     """
 
     def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9,
-                 colour_fit: int = 0) -> None:
+                 colour_fit: int = 0, border: int = 0) -> None:
         super().__init__()
         if not 0 < initial_opacity < 1:
             raise ValueError(f"initial_opacity must be in (0, 1), got {initial_opacity}")
         if colour_fit < 0:
             raise ValueError(f"colour_fit must be >= 0 steps, got {colour_fit}")
-        self.colour_fit = colour_fit
+        if border < 0:
+            raise ValueError(f"border must be >= 0 pixels, got {border}")
+        self.colour_fit, self.border = colour_fit, border
+        self.initial_opacity_raw = opacity_bias + math.log(initial_opacity / (1 - initial_opacity))
         self.correction = nn.ConvTranspose2d(width, RAW_CHANNELS, pixels_per_token, stride=pixels_per_token)
         nn.init.zeros_(self.correction.weight)  # starts at the lifted image; the weights still get gradients
         with torch.no_grad():
             self.correction.bias.zero_()
-            self.correction.bias[_OPACITY] = opacity_bias + math.log(initial_opacity / (1 - initial_opacity))
+            self.correction.bias[_OPACITY] = self.initial_opacity_raw
 
     def forward(
         self,
@@ -109,7 +151,15 @@ class InputImageGaussians(nn.Module):
         c2w: Tensor,  # [S, 4, 4] the input camera
         K: Tensor,  # [S, 3, 3] for (H, W)
         activation: GaussianActivationConfig,
-    ) -> Gaussians:  # [S, H*W] in world coordinates
+    ) -> Gaussians:  # [S, (border Gaussians +) H*W] in world coordinates, the input pixels last
+        g = self._pixels(tokens, image, depth, c2w, K, activation)
+        if not self.border:
+            return g
+        edge = border_gaussians(image, depth, c2w, K, self.border, activation, self.initial_opacity_raw)
+        return Gaussians.cat([edge, g])
+
+    def _pixels(self, tokens: Tensor, image: Tensor, depth: Tensor, c2w: Tensor, K: Tensor,
+                activation: GaussianActivationConfig) -> Gaussians:  # [S, H*W], shapes as ``forward``'s
         S, H, W, _ = image.shape
         raw = self.correction(tokens.to(self.correction.weight.dtype)).permute(0, 2, 3, 1).float()  # [S, H, W, 12]
         if raw.shape[1:3] != (H, W):
