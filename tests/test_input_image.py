@@ -237,3 +237,20 @@ def test_input_border_needs_the_input_pixels():
         tiny_decoder(input_depth=True, input_border=4)
     with pytest.raises(ValueError, match="border must be >= 0"):
         tiny_decoder(input_depth=True, input_image_gaussians=True, input_border=-1)
+
+
+def test_without_colour_correction_the_pixels_keep_the_frames_colours():
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    depth, image = torch.full((1, H, W), 3.0), smooth_image()
+    dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_colour_correction=False)
+    with torch.no_grad():
+        dec.input_pixels.correction.bias[1:4] += 0.5  # what a trained colour correction would add ...
+        dec.input_pixels.correction.bias[0] += 0.2  # ... and a depth correction, which still applies
+    g = dec(lat, c2w, K, input_depth=depth, input_image=image)
+    pix = pixel_part(g)
+    torch.testing.assert_close(pix.colors[0], image[0].reshape(-1, 3).clamp(0.01, 0.99), atol=1e-5, rtol=0)
+    _, z = world_to_pixels(pix.means, c2w_to_viewmat(c2w[:, 0, 0]), K[:, 0, 0])
+    assert float(z.min()) > 3.0 * 1.05  # exp(0.5 tanh(0.2)) = x1.10
+    (pix.colors.sum() + pix.means.sum()).backward()
+    grad = dec.input_pixels.correction.weight.grad
+    assert grad[:, 1:4].abs().sum() == 0 and grad[:, 0].abs().sum() > 0

@@ -100,6 +100,9 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             beyond it (edge colour and depth replicated, one Gaussian per virtual pixel, not learned:
             ``lyra.models.decoders.input_image.border_gaussians``), so views that see past the input
             frame show its edge rather than the background; 0: none. Not in the paper.
+        input_colour_correction: whether the input frame's tokens also correct the input pixels'
+            colours (they always correct depth, size, orientation and opacity); False: the colours are
+            the frame's (refined by ``input_colour_fit``). Not in the paper.
         trained_on: what the decoder was trained on (clip size, field of view, codec, teacher), written
             by ``StudentModule`` when training starts, so a saved decoder says what it can read
             (``lyra generate`` uses it); ``None`` until then. Not architecture.
@@ -137,6 +140,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         hidden_grid_opacity: float = 0.0,
         input_colour_fit: int = 0,
         input_border: int = 0,
+        input_colour_correction: bool = True,
     ) -> None:
         super().__init__()
         if type(self) is GaussianDecoder:
@@ -179,7 +183,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         self.blocks = BlockStack(body)
         self.head = GaussianHead(width, latent_channels, patch_size, self.layout, latent_skip)
         self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias,
-                                                 colour_fit=input_colour_fit, border=input_border)
+                                                 colour_fit=input_colour_fit, border=input_border,
+                                                 colour_correction=input_colour_correction)
                              if input_image_gaussians else None)
         self.time = TimeEmbed(width, patch_size, time_factor, causal_first_frame) if self.is_dynamic else None
 

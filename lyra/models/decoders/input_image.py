@@ -51,6 +51,7 @@ from lyra.render.rasterization import rasterization
 # Raw channel layout (activations.py): distance, RGB (3), scale (3), quaternion (4), opacity.
 _OPACITY = 11
 _RGB = slice(1, 4)
+_GEOMETRY_ONLY = torch.tensor([1.0, 0, 0, 0] + [1.0] * 8)  # keeps every raw channel but the colours
 # Half the residual per step: on validation scenes, 2 steps of 0.5 rendered the *other* views best
 # among 1-3 steps of 0.3-0.7 (docs/experiments.md, E36); an exact fit to the input view does worse.
 COLOUR_FIT_STEP = 0.5
@@ -124,10 +125,12 @@ class InputImageGaussians(nn.Module):
             input frame at its own camera (``fit_colours_to_view``); 0: the pixels' own colours.
         border: pixels by which the frame's edge is continued beyond it (``border_gaussians``; not
             corrected, not learned); their Gaussians come before the input pixels' in the output.
+        colour_correction: whether the tokens correct the pixels' colours too (else only depth, size,
+            orientation and opacity; the colours stay the frame's, or the fitted ones).
     """
 
     def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9,
-                 colour_fit: int = 0, border: int = 0) -> None:
+                 colour_fit: int = 0, border: int = 0, colour_correction: bool = True) -> None:
         super().__init__()
         if not 0 < initial_opacity < 1:
             raise ValueError(f"initial_opacity must be in (0, 1), got {initial_opacity}")
@@ -135,7 +138,7 @@ class InputImageGaussians(nn.Module):
             raise ValueError(f"colour_fit must be >= 0 steps, got {colour_fit}")
         if border < 0:
             raise ValueError(f"border must be >= 0 pixels, got {border}")
-        self.colour_fit, self.border = colour_fit, border
+        self.colour_fit, self.border, self.colour_correction = colour_fit, border, colour_correction
         self.initial_opacity_raw = opacity_bias + math.log(initial_opacity / (1 - initial_opacity))
         self.correction = nn.ConvTranspose2d(width, RAW_CHANNELS, pixels_per_token, stride=pixels_per_token)
         nn.init.zeros_(self.correction.weight)  # starts at the lifted image; the weights still get gradients
@@ -164,6 +167,8 @@ class InputImageGaussians(nn.Module):
         raw = self.correction(tokens.to(self.correction.weight.dtype)).permute(0, 2, 3, 1).float()  # [S, H, W, 12]
         if raw.shape[1:3] != (H, W):
             raise ValueError(f"the input frame's tokens cover {tuple(raw.shape[1:3])} pixels, the image is {(H, W)}")
+        if not self.colour_correction:
+            raw = raw * _GEOMETRY_ONLY.to(raw)
         correction = raw
         raw = raw + F.pad(colour_logits(image.float()), (1, RAW_CHANNELS - 4))  # the pixel's colour
         origins, dirs = pixel_rays(c2w, K, H, W)  # [S, H, W, 3]
