@@ -56,8 +56,10 @@ def test_generate_procedural_with_the_trained_decoder(trained_run, tmp_path, cap
     ply = PlyData.read(str(files[2]))
     assert [p.name for p in ply["vertex"].properties] == STANDARD_PLY
     # configs/dynamic.yaml's layout: 3 views x 2 latent frames (first and last) x 4 x 4 latent pixels x 4 x 4 Gaussians,
-    # then one per pixel of the input video's frame at that time
-    assert ply["vertex"].count == 3 * 2 * 4 * 4 * 4 * 4 + 32 * 32 == meta["num_gaussians"]
+    # then the input frame's border (input_border 0.1875: 6 px on every side at 32 px) and one per pixel of
+    # the input video's frame at that time
+    border = (32 + 2 * 6) ** 2 - 32 * 32
+    assert ply["vertex"].count == 3 * 2 * 4 * 4 * 4 * 4 + border + 32 * 32 == meta["num_gaussians"]
     # videos, sheet, camera paths
     assert iio.imread(out / "orbit.mp4").shape == (4, 32, 32, 3)
     assert iio.imread(out / "inputs.mp4").shape == (5, 3 * 32, 2 * 32, 3)  # rows: views; teacher | render

@@ -192,11 +192,25 @@ def test_colour_fit_keeps_the_corrections_learning_and_checks_its_setting():
         tiny_decoder(input_depth=True, input_image_gaussians=True, input_colour_fit=-1)
 
 
+def test_input_border_is_a_fraction_of_each_side():
+    from lyra.models.decoders.input_image import border_pixels
+    assert border_pixels(0.1875, 128, 128) == (24, 24) and border_pixels(0.1875, 32, 64) == (12, 6)
+    lat, c2w, K = decoder_inputs(V=2, T=5)
+    counts = []
+    for border in (0.0, 0.25):
+        dec = tiny_decoder(input_depth=True, input_image_gaussians=True, input_border=border)
+        with torch.no_grad():
+            counts.append(dec(lat, c2w, K, input_depth=torch.full((1, H, W), 3.0),
+                              input_image=textured_image()).num_gaussians)
+    assert counts[1] - counts[0] == 48 * 48 - 32 * 32  # 8 px on every side of 32
+
+
 def test_input_border_continues_the_frame_edge_beyond_it():
     lat, c2w, K = decoder_inputs(V=2, T=5)
     P, depth, image = 4, 3.0 + torch.rand(1, H, W), textured_image()
     plain = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint")
-    bordered = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint", input_border=P)
+    bordered = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint",
+                            input_border=P / W)  # a fraction of the frame: 4 px at 32 px
     with torch.no_grad():
         a = plain(lat, c2w, K, input_depth=depth, input_image=image)
         b = bordered(lat, c2w, K, input_depth=depth, input_image=image)
@@ -222,7 +236,7 @@ def test_input_border_fills_what_a_zoomed_out_view_sees_past_the_frame():
     back[..., :3, 3] -= 0.6 * back[..., :3, 2]  # the input camera, moved back along its axis
     coverage = []
     for P in (0, 6):
-        dec = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint", input_border=P)
+        dec = tiny_decoder(input_depth=True, input_image_gaussians=True, scale_mode="footprint", input_border=P / W)
         with torch.no_grad():
             pix = dec(lat, c2w, K, input_depth=depth, input_image=image).select(slice(-(H + 2 * P) * (W + 2 * P), None))
             r = GaussianRenderer(backend="torch", background=(1.0, 1.0, 1.0))(pix, back, K[:, 0, :1], H, W)
@@ -234,9 +248,10 @@ def test_input_border_fills_what_a_zoomed_out_view_sees_past_the_frame():
 
 def test_input_border_needs_the_input_pixels():
     with pytest.raises(ValueError, match="input_border works on the input image's Gaussians"):
-        tiny_decoder(input_depth=True, input_border=4)
-    with pytest.raises(ValueError, match="border must be >= 0"):
-        tiny_decoder(input_depth=True, input_image_gaussians=True, input_border=-1)
+        tiny_decoder(input_depth=True, input_border=0.1)
+    for bad in (-0.1, 24, float("nan")):  # a fraction of the frame, not pixels
+        with pytest.raises(ValueError, match="border must be a fraction of the frame"):
+            tiny_decoder(input_depth=True, input_image_gaussians=True, input_border=bad)
 
 
 def test_without_colour_correction_the_pixels_keep_the_frames_colours():

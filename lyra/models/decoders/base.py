@@ -96,8 +96,9 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
             many residual steps so their splats, drawn as 3DGS viewers draw them, reproduce the input
             frame at its own camera (``lyra.models.decoders.input_image.fit_colours_to_view``); 0: the
             pixels' own colours. Not in the paper.
-        input_border: with ``input_image_gaussians``, continue the input frame's edge this many pixels
-            beyond it (edge colour and depth replicated, one Gaussian per virtual pixel, not learned:
+        input_border: with ``input_image_gaussians``, continue the input frame's edge beyond it by this
+            fraction of its width (left, right) and height (top, bottom) (edge colour and depth
+            replicated, one Gaussian per virtual pixel, not learned:
             ``lyra.models.decoders.input_image.border_gaussians``), so views that see past the input
             frame show its edge rather than the background; 0: none. Not in the paper.
         input_colour_correction: whether the input frame's tokens also correct the input pixels'
@@ -139,7 +140,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         trained_on: dict[str, Any] | None = None,
         hidden_grid_opacity: float = 0.0,
         input_colour_fit: int = 0,
-        input_border: int = 0,
+        input_border: float = 0.0,
         input_colour_correction: bool = True,
     ) -> None:
         super().__init__()

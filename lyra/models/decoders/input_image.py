@@ -22,8 +22,9 @@ With ``colour_fit=n`` the pixels' base colours are first refined by n residual s
 splats reproduce the image at its own camera (``fit_colours_to_view``), then corrected as above.
 
 A view that sees past the input frame's edges (a zoom out, a pan) finds nothing there but what the
-grid learned, and over a background that is the background. With ``border=P`` the frame's edge is
-also continued P pixels beyond it (``border_gaussians``): the edge pixels' colour and depth,
+grid learned, and over a background that is the background. With ``border=f`` the frame's edge is
+also continued beyond it by f of its width (left, right) and height (top, bottom)
+(``border_gaussians``): the edge pixels' colour and depth,
 replicated, as Gaussians on the rays of those virtual pixels, like the clamp-to-edge padding of an
 image, so such views show a smear of the edge rather than the background.
 """
@@ -82,26 +83,33 @@ def fit_colours_to_view(
     return colours
 
 
+def border_pixels(border: float, height: int, width: int) -> tuple[int, int]:
+    """(left / right, top / bottom) pixels of a border of ``border`` times the frame's width / height."""
+    return round(border * width), round(border * height)
+
+
 def border_gaussians(
     image: Tensor,  # [S, H, W, 3] the input frame in [0, 1]
     depth: Tensor,  # [S, H, W] its z-depth, 0 = unknown (sky: at ``activation.far``)
     c2w: Tensor,  # [S, 4, 4]
     K: Tensor,  # [S, 3, 3] for (H, W)
-    border: int,
+    border: float,
     activation: GaussianActivationConfig,
     opacity_raw: float,
-) -> Gaussians:  # [S, (H + 2P) (W + 2P) - H W] in world coordinates, as the input pixels are
-    """The frame's edge continued ``border`` pixels beyond it: edge colour and z-depth replicated
+) -> Gaussians:  # [S, (H + 2 Ph) (W + 2 Pw) - H W] in world coordinates, as the input pixels are
+    """The frame's edge continued beyond it by ``border`` of its size on every side (Pw = round(border W)
+    pixels left and right, Ph = round(border H) above and below): edge colour and z-depth replicated
     outwards, one Gaussian per virtual pixel on its ray, sized and oriented as the input pixels start."""
     S, H, W, _ = image.shape
-    P = border
-    wide = F.pad(image.permute(0, 3, 1, 2).float(), (P, P, P, P), mode="replicate").permute(0, 2, 3, 1)
-    z = F.pad(depth[:, None].float(), (P, P, P, P), mode="replicate")[:, 0]
+    Pw, Ph = border_pixels(border, H, W)
+    wide = F.pad(image.permute(0, 3, 1, 2).float(), (Pw, Pw, Ph, Ph), mode="replicate").permute(0, 2, 3, 1)
+    z = F.pad(depth[:, None].float(), (Pw, Pw, Ph, Ph), mode="replicate")[:, 0]
     K_wide = K.clone()
-    K_wide[:, :2, 2] += P  # the same camera, its image grown by P pixels on every side
-    origins, dirs = pixel_rays(c2w, K_wide, H + 2 * P, W + 2 * P)
-    ring = torch.ones(H + 2 * P, W + 2 * P, dtype=torch.bool, device=image.device)
-    ring[P:P + H, P:P + W] = False
+    K_wide[:, 0, 2] += Pw  # the same camera, its image grown on every side
+    K_wide[:, 1, 2] += Ph
+    origins, dirs = pixel_rays(c2w, K_wide, H + 2 * Ph, W + 2 * Pw)
+    ring = torch.ones(H + 2 * Ph, W + 2 * Pw, dtype=torch.bool, device=image.device)
+    ring[Ph:Ph + H, Pw:Pw + W] = False
     distance = torch.where(z > 0, ray_distance(z, dirs, c2w), torch.full_like(z, activation.far))
     n = int(ring.sum())
     raw = torch.zeros(S, n, RAW_CHANNELS, dtype=origins.dtype, device=origins.device)
@@ -123,21 +131,22 @@ class InputImageGaussians(nn.Module):
         initial_opacity: the opacity every input Gaussian starts at.
         colour_fit: residual steps that refine the pixels' base colours so their splats reproduce the
             input frame at its own camera (``fit_colours_to_view``); 0: the pixels' own colours.
-        border: pixels by which the frame's edge is continued beyond it (``border_gaussians``; not
-            corrected, not learned); their Gaussians come before the input pixels' in the output.
+        border: how far the frame's edge is continued beyond it, as a fraction of its width / height
+            (``border_gaussians``; not corrected, not learned); their Gaussians come before the input
+            pixels' in the output.
         colour_correction: whether the tokens correct the pixels' colours too (else only depth, size,
             orientation and opacity; the colours stay the frame's, or the fitted ones).
     """
 
     def __init__(self, width: int, pixels_per_token: int, opacity_bias: float, initial_opacity: float = 0.9,
-                 colour_fit: int = 0, border: int = 0, colour_correction: bool = True) -> None:
+                 colour_fit: int = 0, border: float = 0.0, colour_correction: bool = True) -> None:
         super().__init__()
         if not 0 < initial_opacity < 1:
             raise ValueError(f"initial_opacity must be in (0, 1), got {initial_opacity}")
         if colour_fit < 0:
             raise ValueError(f"colour_fit must be >= 0 steps, got {colour_fit}")
-        if border < 0:
-            raise ValueError(f"border must be >= 0 pixels, got {border}")
+        if not (math.isfinite(border) and 0 <= border <= 1):
+            raise ValueError(f"border must be a fraction of the frame in [0, 1], got {border}")
         self.colour_fit, self.border, self.colour_correction = colour_fit, border, colour_correction
         self.initial_opacity_raw = opacity_bias + math.log(initial_opacity / (1 - initial_opacity))
         self.correction = nn.ConvTranspose2d(width, RAW_CHANNELS, pixels_per_token, stride=pixels_per_token)
