@@ -107,17 +107,34 @@ def border_gaussians(
     K_wide = K.clone()
     K_wide[:, 0, 2] += Pw  # the same camera, its image grown on every side
     K_wide[:, 1, 2] += Ph
-    origins, dirs = pixel_rays(c2w, K_wide, H + 2 * Ph, W + 2 * Pw)
     ring = torch.ones(H + 2 * Ph, W + 2 * Pw, dtype=torch.bool, device=image.device)
     ring[Ph:Ph + H, Pw:Pw + W] = False
-    distance = torch.where(z > 0, ray_distance(z, dirs, c2w), torch.full_like(z, activation.far))
-    n = int(ring.sum())
-    raw = torch.zeros(S, n, RAW_CHANNELS, dtype=origins.dtype, device=origins.device)
+    raw = torch.zeros(S, int(ring.sum()), RAW_CHANNELS, dtype=wide.dtype, device=wide.device)
     raw[..., _RGB] = colour_logits(wide[:, ring])
     raw[..., _OPACITY] = opacity_raw
-    footprint = (1.0 / torch.sqrt(K[:, 0, 0] * K[:, 1, 1]))[:, None].expand(S, n)
-    g = activate_gaussians(raw, origins[:, ring], dirs[:, ring], activation, footprint=footprint,
-                           prior=distance[:, ring])
+    return on_pixel_rays(raw, z, c2w, K_wide, activation, ring)
+
+
+def on_pixel_rays(
+    raw: Tensor,  # [S, n, 12] raw channels of the pixels kept by ``keep`` (all: n = H W), raster order
+    depth: Tensor,  # [S, H, W] z-depth, 0 = unknown (sky: at ``activation.far``)
+    c2w: Tensor,  # [S, 4, 4]
+    K: Tensor,  # [S, 3, 3] for (H, W)
+    activation: GaussianActivationConfig,
+    keep: Tensor | None = None,  # [H, W] bool: which pixels ``raw`` holds (None: all)
+) -> Gaussians:  # [S, n] in world coordinates
+    """Pixel-aligned Gaussians: each on its pixel's ray at the depth given, its scale in units of a
+    pixel at that distance (the decoder's ``footprint`` mode), its orientation relative to the camera."""
+    S, H, W = depth.shape
+    origins, dirs = pixel_rays(c2w, K, H, W)  # [S, H, W, 3]
+    distance = ray_distance(depth, dirs, c2w)
+    distance = torch.where(depth > 0, distance, torch.full_like(distance, activation.far))  # sky: the far bound
+    if keep is None:
+        origins, dirs, distance = origins.flatten(1, 2), dirs.flatten(1, 2), distance.flatten(1, 2)
+    else:
+        origins, dirs, distance = origins[:, keep], dirs[:, keep], distance[:, keep]
+    footprint = (1.0 / torch.sqrt(K[:, 0, 0] * K[:, 1, 1]))[:, None].expand(S, raw.shape[1])  # a pixel per unit distance
+    g = activate_gaussians(raw, origins, dirs, activation, footprint=footprint, prior=distance)
     return orient_to_world(g, c2w)
 
 
@@ -180,14 +197,7 @@ class InputImageGaussians(nn.Module):
             raw = raw * _GEOMETRY_ONLY.to(raw)
         correction = raw
         raw = raw + F.pad(colour_logits(image.float()), (1, RAW_CHANNELS - 4))  # the pixel's colour
-        origins, dirs = pixel_rays(c2w, K, H, W)  # [S, H, W, 3]
-        distance = ray_distance(depth, dirs, c2w)
-        distance = torch.where(depth > 0, distance, torch.full_like(distance, activation.far))  # sky: the far bound
-        footprint = (1.0 / torch.sqrt(K[:, 0, 0] * K[:, 1, 1]))[:, None].expand(S, H * W)  # a pixel per unit distance
-        g = activate_gaussians(raw.reshape(S, H * W, RAW_CHANNELS), origins.reshape(S, H * W, 3),
-                               dirs.reshape(S, H * W, 3), activation, footprint=footprint,
-                               prior=distance.reshape(S, H * W))
-        g = orient_to_world(g, c2w)
+        g = on_pixel_rays(raw.reshape(S, H * W, RAW_CHANNELS), depth, c2w, K, activation)
         if not self.colour_fit:
             return g
         # The fit sees the corrected geometry but no gradient: a base colour, which the correction's
