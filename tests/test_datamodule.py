@@ -107,7 +107,8 @@ def test_test_protocol_holds_out_each_named_trajectory():
         assert torch.equal(b.src_c2w[0, :, 0, 0, 3].long(), torch.tensor(rest))
         assert torch.equal(b.c2w[0, :, 0, 0, 3].long(), torch.arange(V))  # targets: every view, clip order
         assert b.meta[0]["heldout"] == [v == held for v in range(V)]
-        assert b.meta[0]["frames"] == [0, 4, 8] and b.meta[0]["truth_frames"] == [1, 2]  # frame 0 is shared
+        # The tagged cameras differ in every view and frame (no shared start view): every frame is novel.
+        assert b.meta[0]["frames"] == [0, 4, 8] and b.meta[0]["truth_frames"] == [0, 1, 2]
         gen = TaggedGenerator().generate(SPLIT_OFFSETS["test"], T, 8, 8)
         assert torch.equal(b.gt_rgb[0, held], gen.rgb[held, [0, 4, 8]])  # held-out ground truth at the targets
         assert len(b.sources) == 1 and b.sources[0].num_frames == T  # all source frames, for the baselines

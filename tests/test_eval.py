@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from lyra.eval import (
     SceneFitConfig,
     fit_scene,
     heldout_split,
+    source_duplicates,
     nearest_source_frames,
     target_frames,
 )
@@ -34,6 +36,7 @@ from lyra.render.renderer import GaussianRenderer
 def toy_clip(views: int = 3, frames: int = 5, size: int = 16, names=("left", "right", "spiral")) -> Clip:
     g = torch.Generator().manual_seed(0)
     eyes = torch.randn(views, frames, 3, generator=g) * 0.3 + torch.tensor([0.0, -0.5, -3.0])
+    eyes[:, 0] = eyes[0, 0]  # every trajectory starts at the same view, as Lyra's do
     c2w = look_at(eyes, torch.zeros(3))
     K = intrinsics_from_fov(60.0, size, size).expand(views, frames, 3, 3).clone()
     return Clip(latents=torch.zeros(views, 4, 2, size // 8, size // 8), rgb=torch.rand(views, frames, size, size, 3),
@@ -62,6 +65,24 @@ def test_heldout_split_by_name_and_index():
         heldout_split(clip, "up", 3)
     with pytest.raises(ValueError, match="does not exist"):
         heldout_split(clip, 5, 3)
+
+
+def test_truth_frames_skip_the_source_frames_a_time_reversed_clip_shares_last():
+    clip = toy_clip()
+    clip.time[:] = torch.linspace(0, 1, 5)
+    assert heldout_split(clip, "right", 3)[1].meta["truth_frames"] == [1, 2]
+    # Reversed (stored re-reversed): the shared start view is the last frame, at the last time.
+    rev = replace(clip, c2w=clip.c2w.flip(1), K=clip.K.flip(1))
+    assert source_duplicates(rev, 1, torch.tensor([0, 2, 4])) == [False, False, True]
+    assert heldout_split(rev, "right", 3)[1].meta["truth_frames"] == [0, 1]
+    # The same camera at another scene time is a novel view of a moving scene ...
+    moved = replace(rev, time=rev.time.clone())
+    moved.time[1, 4] = 0.9
+    assert heldout_split(moved, "right", 3)[1].meta["truth_frames"] == [0, 1, 2]
+    # ... and another camera at the same time too.
+    nudged = replace(rev, c2w=rev.c2w.clone())
+    nudged.c2w[1, 4, 0, 3] += 1e-3
+    assert source_duplicates(nudged, 1, torch.tensor([4])) == [False]
 
 
 def test_nearest_source_frame_finds_the_matching_camera():

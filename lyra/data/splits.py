@@ -2,8 +2,10 @@
 
 A test sample is one scene with one *held-out* trajectory: the decoder reads every other
 trajectory (all frames); targets are ``num_frames`` evenly spaced frames of every trajectory.
-Scores against ground truth count only the held-out trajectory, and never its frame 0: every
-Lyra trajectory starts at the same view, so that frame is also a source frame.
+Scores against ground truth count only the held-out trajectory, and never a frame that is also a
+source frame: the same camera at the same scene time as a frame of a trajectory the decoder reads.
+Every Lyra trajectory starts at the same view, so that is frame 0 of a clip; in a time-reversed clip
+(stored re-reversed, docs/conventions.md) the shared view comes last, at the last frame's time.
 
 ``lightning test`` (through ``ClipDataModule``'s test split) and ``benchmarks/`` both call
 :func:`heldout_split`; nothing else decides which views and frames are scored. It lives with the
@@ -57,7 +59,8 @@ def heldout_split(
     depth). The target holds ``num_target_frames`` evenly spaced frames of *every* trajectory in
     the clip's order; ``target.meta`` records ``heldout`` (one bool per target view), the
     held-out trajectory's name, ``frames`` (the target frame indices) and ``truth_frames`` (the
-    positions among them that count against ground truth).
+    positions among them that count against ground truth: every held-out frame that is not also a
+    source frame, :func:`source_duplicates`).
     """
     if clip.num_views < 2:
         raise ValueError("a held-out evaluation needs clips of at least 2 trajectories")
@@ -67,6 +70,31 @@ def heldout_split(
     every = clip.select(frames=frames)
     tgt = replace(every, meta={**clip.meta, "heldout": [v == h for v in range(clip.num_views)],
                                "heldout_name": view_name(clip, h), "frames": frames.tolist(),
-                               "truth_frames": [i for i, f in enumerate(frames.tolist()) if f != 0]})
+                               "truth_frames": [i for i, dup in enumerate(source_duplicates(clip, h, frames))
+                                                if not dup]})
     return src, tgt
+
+
+def source_duplicates(
+    clip: Clip,
+    heldout: int,
+    frames: Tensor,  # [F] frame indices of the held-out trajectory
+    tolerance: float = 1e-5,
+) -> list[bool]:  # [F] whether each frame is also a frame of another trajectory
+    """Which of the held-out trajectory's ``frames`` some other trajectory also holds: the same camera
+    (rotation, centre and intrinsics within ``tolerance``, the centre relative to the cameras' spread)
+    at the same scene time. Such a frame is one the decoder reads, not a novel view."""
+    c2w, K, time = clip.c2w.double(), clip.K.double(), clip.time.double()
+    others = [v for v in range(clip.num_views) if v != heldout]
+    centres = c2w[..., :3, 3]
+    spread = (centres - centres.reshape(-1, 3).mean(0)).norm(dim=-1).max().clamp_min(1.0)
+    out = []
+    for f in frames.tolist():
+        same_rot = (c2w[others, :, :3, :3] - c2w[heldout, f, :3, :3]).abs().amax((-2, -1)) <= tolerance
+        same_centre = (centres[others] - centres[heldout, f]).norm(dim=-1) <= tolerance * spread
+        scale = K[heldout, f].abs().max()
+        same_K = (K[others] - K[heldout, f]).abs().amax((-2, -1)) <= tolerance * scale
+        same_time = (time[others] - time[heldout, f]).abs() <= tolerance
+        out.append(bool((same_rot & same_centre & same_K & same_time).any()))
+    return out
 

@@ -3,7 +3,7 @@
 ``lightning test`` (``StudentModule.test_step``) and ``benchmarks/`` both use it.
 """
 
-from lyra.data.splits import heldout_split, target_frames
+from lyra.data.splits import heldout_split, source_duplicates, target_frames
 from lyra.eval.baselines import (
                                  BASELINES,
                                  SceneFitConfig,
@@ -33,6 +33,7 @@ __all__ = [
     "parallax_bin_labels",
     "region_scores",
     "nearest_source_frames",
+    "source_duplicates",
     "source_parallax",
     "summarize",
     "target_frames",
