@@ -75,7 +75,8 @@ def source_depth_pairs(
 ) -> tuple[Tensor, Tensor]:  # [B, (M,) V, F, gh, gw] each grid Gaussian's depth and the clip's depth there
     """For a dynamic decoder, a target time's Gaussians are compared only in the source frames shot at
     that time (elsewhere the scene may have moved): other frames get target 0 (unknown). The input
-    pixels are left out (``input_pixel_depth_pairs``)."""
+    pixels are left out: supervising their depth too pinned them and cost the holes (E27,
+    docs/experiments.md)."""
     pred = decoder.gaussian_depths(g, batch.src_c2w, batch.src_depth.shape[-2:])
     target = decoder.grid_depth(batch.src_depth)
     if decoder.is_dynamic:
