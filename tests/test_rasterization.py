@@ -481,3 +481,31 @@ def test_renderer_camera_chunks_equal_one_call_with_gradients(per_view):
     torch.testing.assert_close(alpha2, alpha)
     for a, b in zip(grads, grads2):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+def test_random_training_background_charges_transparency_and_evaluation_keeps_the_fixed_one():
+    from lyra.render import GaussianRenderer, Gaussians
+
+    g = Gaussians(*[t[None] for t in random_scene(150, seed=3)])
+    vm, K = rotated_cameras(3, 24, 20, seed=5)
+    c2w, K = torch.linalg.inv(vm)[None], K[None]
+    fixed = GaussianRenderer(background=(1.0, 1.0, 1.0), backend="torch")
+    rand = GaussianRenderer(background=(1.0, 1.0, 1.0), backend="torch", train_background="random")
+    ref = fixed(g, c2w, K, 20, 24)
+    torch.manual_seed(0)
+    a, b = rand(g, c2w, K, 20, 24), rand(g, c2w, K, 20, 24)
+    torch.testing.assert_close(a.alpha, ref.alpha)
+    clear = ref.alpha < 0.5
+    assert clear.any() and (ref.alpha > 0.99).any()
+    assert (a.rgb - b.rgb).abs()[clear].mean() > 0.05  # where the scene is see-through, the background changes
+    torch.testing.assert_close(a.rgb[ref.alpha > 0.999], b.rgb[ref.alpha > 0.999], atol=2e-3, rtol=0)
+    # one colour behind each view: a - ref = (1 - alpha) (bg - white), so bg is constant over a view
+    for m in range(3):
+        where = clear[0, m]
+        bg = 1.0 + (a.rgb[0, m] - ref.rgb[0, m])[where] / (1 - ref.alpha[0, m])[where][:, None]
+        torch.testing.assert_close(bg, bg[:1].expand_as(bg), atol=1e-4, rtol=0)
+        assert ((bg >= 0) & (bg <= 1)).all()
+    rand.eval()
+    torch.testing.assert_close(rand(g, c2w, K, 20, 24).rgb, ref.rgb)
+    with pytest.raises(ValueError, match="train_background"):
+        GaussianRenderer(train_background="noise")

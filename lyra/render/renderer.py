@@ -46,6 +46,11 @@ class GaussianRenderer(nn.Module):
         near_plane: Gaussians nearer than this (camera z) are culled.
         far_plane: Gaussians farther than this are culled.
         eps2d: added to the projected 2D covariance (gsplat's low-pass filter, in pixels^2).
+        train_background: ``"fixed"``: always ``background``; ``"random"``: while the module is in
+            training mode, every rendered view gets its own uniform random background colour, so a
+            loss against opaque targets charges transparency whatever the colour behind it (3DGS's
+            random background; on a fixed white one, a half-transparent Gaussian passes for a pale
+            one). Evaluation (``.eval()``) always renders on ``background``.
     """
 
     def __init__(
@@ -59,12 +64,15 @@ class GaussianRenderer(nn.Module):
         near_plane: float = 0.01,
         far_plane: float = 1e10,
         eps2d: float = 0.3,
+        train_background: Literal["fixed", "random"] = "fixed",
     ) -> None:
         super().__init__()
         if len(background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in background):
             raise ValueError(f"background must be 3 values in [0, 1] (RGB), got {list(background)}")
         if render_mode not in ("RGB", "RGB+ED"):
             raise ValueError(f"render_mode must be 'RGB' or 'RGB+ED', got {render_mode!r}")
+        if train_background not in ("fixed", "random"):
+            raise ValueError(f"train_background must be 'fixed' or 'random', got {train_background!r}")
         if camera_chunk < 1:
             raise ValueError(f"camera_chunk must be >= 1, got {camera_chunk}")
         if not 0 <= near_plane < far_plane:
@@ -73,6 +81,7 @@ class GaussianRenderer(nn.Module):
         self.backend, self.rasterize_mode, self.render_mode = backend, rasterize_mode, render_mode
         self.sh_degree, self.camera_chunk = sh_degree, camera_chunk
         self.near_plane, self.far_plane, self.eps2d = near_plane, far_plane, eps2d
+        self.train_background = train_background
 
     def forward(
         self,
@@ -102,6 +111,8 @@ class GaussianRenderer(nn.Module):
             else:
                 sub, vm, ks = g, viewmats[:, lo:hi], K[:, lo:hi]
             bg = self.background.to(g.dtype).expand(*vm.shape[:-2], 3)
+            if self.training and self.train_background == "random":
+                bg = torch.rand(bg.shape, dtype=bg.dtype, device=bg.device)
             out, alpha, _ = rasterization(
                 sub.means, sub.quats, sub.scales, sub.opacities, sub.colors, vm, ks, width, height,
                 near_plane=self.near_plane, far_plane=self.far_plane, eps2d=self.eps2d, sh_degree=sh_degree, backgrounds=bg,
@@ -131,4 +142,5 @@ class GaussianRenderer(nn.Module):
     def extra_repr(self) -> str:
         return (f"background={self.background.tolist()}, backend={self.backend!r}, "
                 f"rasterize_mode={self.rasterize_mode!r}, render_mode={self.render_mode!r}, "
-                f"sh_degree={self.sh_degree}, camera_chunk={self.camera_chunk}")
+                f"sh_degree={self.sh_degree}, camera_chunk={self.camera_chunk}, "
+                f"train_background={self.train_background!r}")
