@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,8 +15,8 @@ from lyra.eval import (
     SceneFitConfig,
     fit_scene,
     heldout_split,
-    source_duplicates,
     nearest_source_frames,
+    source_duplicates,
     target_frames,
 )
 from lyra.eval.baselines import init_on_rays, input_image_warp, source_parallax, timed_fit

@@ -86,15 +86,12 @@ def source_duplicates(
     at the same scene time. Such a frame is one the decoder reads, not a novel view."""
     c2w, K, time = clip.c2w.double(), clip.K.double(), clip.time.double()
     others = [v for v in range(clip.num_views) if v != heldout]
-    centres = c2w[..., :3, 3]
-    spread = (centres - centres.reshape(-1, 3).mean(0)).norm(dim=-1).max().clamp_min(1.0)
-    out = []
-    for f in frames.tolist():
-        same_rot = (c2w[others, :, :3, :3] - c2w[heldout, f, :3, :3]).abs().amax((-2, -1)) <= tolerance
-        same_centre = (centres[others] - centres[heldout, f]).norm(dim=-1) <= tolerance * spread
-        scale = K[heldout, f].abs().max()
-        same_K = (K[others] - K[heldout, f]).abs().amax((-2, -1)) <= tolerance * scale
-        same_time = (time[others] - time[heldout, f]).abs() <= tolerance
-        out.append(bool((same_rot & same_centre & same_K & same_time).any()))
-    return out
+    spread = (c2w[..., :3, 3] - c2w[..., :3, 3].reshape(-1, 3).mean(0)).norm(dim=-1).max().clamp_min(1.0)
+    held, rest = c2w[heldout, frames][:, None, None], c2w[others][None]  # [F, 1, 1, 4, 4], [1, V-1, T, 4, 4]
+    same_rot = (rest[..., :3, :3] - held[..., :3, :3]).abs().amax((-2, -1)) <= tolerance
+    same_centre = (rest[..., :3, 3] - held[..., :3, 3]).norm(dim=-1) <= tolerance * spread
+    k = K[heldout, frames][:, None, None]
+    same_K = (K[others][None] - k).abs().amax((-2, -1)) <= tolerance * k.abs().amax((-2, -1))
+    same_time = (time[others][None] - time[heldout, frames][:, None, None]).abs() <= tolerance
+    return (same_rot & same_centre & same_K & same_time).flatten(1).any(1).tolist()
 
