@@ -15,6 +15,7 @@ from lyra.render.cameras import (
     make_intrinsics,
     pixel_rays,
     plucker_rays,
+    project_to_cameras,
     ray_distance,
     relative_to_first,
     resize_intrinsics,
@@ -140,6 +141,20 @@ def test_look_at_target_projects_to_principal_point_and_up_is_up():
     # World +x is on the right for a camera looking along +z with up = -y.
     uv2, _ = world_to_pixels(torch.tensor([[0.5, 0.0, 5.0]]), torch.eye(4), K)
     assert uv2[0, 0] > 63.5
+
+
+def test_project_to_cameras_matches_world_to_pixels():
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(2, 50, 3, generator=g) * 2 + torch.tensor([0.0, 0.0, 6.0])
+    eyes = torch.randn(2, 3, 3, generator=g)
+    views = c2w_to_viewmat(look_at(eyes.reshape(-1, 3), torch.zeros(6, 3))).reshape(2, 3, 4, 4)
+    K = make_intrinsics(90.0, 80.0, 31.5, 29.0).expand(2, 3, 3, 3).clone()
+    K[1, 2, 0, 1] = 3.0  # skew too
+    u, v, z = project_to_cameras(points, views, K)
+    uv, depth = world_to_pixels(points[:, None], views, K)  # the plain reference, points copied per camera
+    assert u.shape == v.shape == z.shape == (2, 3, 50)
+    assert torch.allclose(torch.stack([u, v], -1), uv, atol=1e-4)
+    assert torch.allclose(z, depth, atol=1e-5)
 
 
 def test_look_at_errors():

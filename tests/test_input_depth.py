@@ -14,10 +14,11 @@ from lyra.models.decoders.input_depth import (
     hidden_from_input,
     landing_cells,
     perturb_depth,
+    points_for_grid,
     warp_depth,
 )
 from lyra.models.student_inputs import hole_weights, input_coverage, input_depth
-from lyra.render.cameras import look_at, make_intrinsics, pixel_rays
+from lyra.render.cameras import c2w_to_viewmat, look_at, make_intrinsics, pixel_rays, world_to_pixels
 
 H = W = 32
 
@@ -34,6 +35,34 @@ def test_warp_into_its_own_camera_gives_the_depth_back():
     depth = 2.0 + torch.rand(1, H, W)
     out, _ = warp_depth(depth, src[None], K[None], src[None, None], K[None, None], (H, W))
     assert torch.allclose(out[0, 0], depth[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("grid, stride, per_pixel", [((32, 32), 1, 16), ((16, 16), 1, 4), ((8, 8), 1, 1),
+                                                     ((4, 4), 1, 1), ((4, 4), 2, 1 / 4)])
+def test_points_for_grid_reads_enough_points_per_cell_or_one_per_stride_block(grid, stride, per_pixel):
+    src = _camera([0.0, 0.0, -3.0])
+    depth = 2.0 + torch.rand(1, H, W)
+    points, known = points_for_grid(depth, src[None], K[None], grid, stride)
+    assert points.shape[1] == H * W * per_pixel and known.all()
+    if stride == 1:
+        return
+    # one point per 2 x 2 block: the centre of its pixel (1, 1), at that pixel's depth
+    uv, z = world_to_pixels(points, c2w_to_viewmat(src)[None], K[None])
+    centres = torch.stack(torch.meshgrid(torch.arange(1, H, 2) + 0.5, torch.arange(1, W, 2) + 0.5, indexing="xy"), -1)
+    assert torch.allclose(uv[0], centres.reshape(-1, 2), atol=1e-4)
+    assert torch.allclose(z[0], depth[0, 1::2, 1::2].reshape(-1), rtol=1e-4)
+
+
+def test_a_strided_warp_onto_coarse_cells_matches_the_full_one_on_smooth_depth():
+    src = _camera([0.0, 0.0, -3.0])
+    plane = torch.full((1, H, W), 3.0)
+    cams = torch.stack([src, _camera([0.4, -0.2, -3.2], (0.4, -0.2, 0.0))])[None]
+    full = warp_depth(plane, src[None], K[None], cams, K.expand(1, 2, 3, 3), (4, 4))
+    sparse = warp_depth(plane, src[None], K[None], cams, K.expand(1, 2, 3, 3), (4, 4), stride=2)
+    assert torch.equal(full[0] > 0, sparse[0] > 0)
+    assert torch.allclose(full[0], sparse[0], rtol=0.02)
+    with pytest.raises(ValueError, match="stride"):
+        warp_depth(plane, src[None], K[None], cams, K.expand(1, 2, 3, 3), (4, 4), stride=0)
 
 
 def test_warp_moves_with_the_camera_and_leaves_unseen_cells_unknown():
@@ -162,6 +191,8 @@ def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
         reader(lat, c2w, Ks, input_depth=-torch.ones(1, 32, 32))
     with pytest.raises(ValueError, match="input_depth_fill must be >= 0"):
         tiny_decoder(input_depth=True, input_depth_fill=-1)
+    with pytest.raises(ValueError, match="input_depth_token_stride must be >= 1"):
+        tiny_decoder(input_depth=True, input_depth_token_stride=0)
     with pytest.raises(ValueError, match=r"needs `input_depth` \[B, T, H, W\]"):  # the dynamic one reads a video
         tiny_decoder(dynamic=True, input_depth=True)(lat, c2w, Ks, time=torch.zeros(c2w.shape[:3]),
                                                       target_time=torch.zeros(1, 1))
@@ -169,6 +200,9 @@ def test_decoder_input_depth_errors_and_config_round_trip(tmp_path):
     back = type(reader).from_pretrained(tmp_path)
     assert back.config.input_depth and back.config.input_depth_range == 0.5
     assert torch.equal(back.depth_reader.embed.proj.weight, reader.depth_reader.embed.proj.weight)
+    sparse = tiny_decoder(input_depth=True, input_depth_token_stride=2)
+    sparse.save_pretrained(tmp_path / "sparse")
+    assert type(sparse).from_pretrained(tmp_path / "sparse").depth_reader.token_stride == 2
 
 
 def test_hidden_from_input_is_what_lies_behind_its_surface_or_outside_its_view():

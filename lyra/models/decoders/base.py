@@ -84,6 +84,10 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth_fill: fill holes of the warped input depth (cells no input pixel reaches, unless
             its sky does) this many cells deep from their deepest neighbour; 0: the decoder predicts
             their distance itself.
+        input_depth_token_stride: the warp of the input depth that the tokens read takes one input
+            pixel in k x k (the grid Gaussians' warp always reads every pixel); 1: every pixel (the
+            decoders before E44); 2: at 8-pixel token cells still 4 x 4 points per cell, and the
+            token warp ~10x cheaper (docs/experiments.md, E44).
         hidden_grid_opacity: log-odds added to the opacity of every grid Gaussian the input frame
             cannot show (outside its view, or behind its surface: ``hidden_from_input``), so the grid
             fills the disocclusions without veiling what the input pixels show; 0: off. Needs
@@ -136,6 +140,7 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         input_depth: bool = False,
         input_depth_range: float = 0.5,
         input_depth_fill: int = 8,
+        input_depth_token_stride: int = 1,
         input_image_gaussians: bool = False,
         trained_on: dict[str, Any] | None = None,
         hidden_grid_opacity: float = 0.0,
@@ -158,6 +163,8 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
                              f"(got {latent_frames_per_view} with gaussian_frames={gaussian_frames!r})")
         if input_depth_fill < 0:
             raise ValueError(f"input_depth_fill must be >= 0 cells, got {input_depth_fill}")
+        if input_depth_token_stride < 1:
+            raise ValueError(f"input_depth_token_stride must be >= 1 pixel, got {input_depth_token_stride}")
         if not (math.isfinite(hidden_grid_opacity) and hidden_grid_opacity >= 0):
             raise ValueError(f"hidden_grid_opacity must be a finite log-odds >= 0, got {hidden_grid_opacity}")
         if hidden_grid_opacity and not input_depth:
@@ -179,8 +186,9 @@ class GaussianDecoder(ModelMixin, ConfigMixin):
         # Parts in the order the earlier single-class layout registered them, so an optimizer state
         # saved by it (parameters by position) still fits.
         self.tokens = TokenEmbed(latent_channels, width, patch_size, time_factor, space_factor, causal_first_frame)
-        self.depth_reader = (InputDepthReader(width, patch_size, time_factor, causal_first_frame, input_depth_fill)
-                            if input_depth else None)
+        self.depth_reader = (InputDepthReader(width, patch_size, time_factor, causal_first_frame, input_depth_fill,
+                                              input_depth_token_stride)
+                             if input_depth else None)
         self.blocks = BlockStack(body)
         self.head = GaussianHead(width, latent_channels, patch_size, self.layout, latent_skip)
         self.input_pixels = (InputImageGaussians(width, patch_size * space_factor, opacity_bias,

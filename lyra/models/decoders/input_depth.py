@@ -24,13 +24,14 @@ from torch import Tensor
 from lyra.render.cameras import (
     c2w_to_viewmat,
     pixel_rays,
+    project_to_cameras,
     ray_distance,
     world_to_pixels,
 )
 
 # Points per target cell and side, at least: a camera that moves towards a surface spreads its
-# points apart, and cells between them would be cracks (unknown). Source pixels are sub-sampled
-# when the cells are finer than this allows.
+# points apart, and cells between them would be cracks (unknown). Source pixels are split into
+# sub-pixels when the cells are finer than this allows.
 POINTS_PER_CELL = 4
 SKY_FACTOR = 1e3
 
@@ -40,13 +41,23 @@ def unproject_depth(
     c2w: Tensor,  # [B, 4, 4]
     K: Tensor,  # [B, 3, 3] for (H, W)
     subsamples: int = 1,
-) -> tuple[Tensor, Tensor]:  # points [B, N, 3] (world), known [B, N] bool; N = H W subsamples^2
+    stride: int = 1,
+) -> tuple[Tensor, Tensor]:  # points [B, N, 3] (world), known [B, N] bool
     """World points of every (sub-)pixel, each with its pixel's depth (nearest, so no point floats
-    between a foreground and a background surface). Unknown pixels (sky) go far out along their
-    rays (SKY_FACTOR x the deepest known depth), where only their direction matters."""
-    B, H, W = depth.shape
+    between a foreground and a background surface): ``subsamples``^2 points per pixel, or with
+    ``stride`` s one point per s x s block, at the centre of its pixel (s // 2, s // 2). Unknown
+    pixels (sky) go far out along their rays (SKY_FACTOR x the deepest known depth), where only their
+    direction matters."""
+    if subsamples > 1 and stride > 1:
+        raise ValueError(f"either subsamples ({subsamples}) or stride ({stride}), not both")
     s = subsamples
     K_fine = K.clone()
+    if stride > 1:  # pixel i of the coarse grid is pixel stride i + stride // 2 of the image
+        depth = depth[:, stride // 2::stride, stride // 2::stride]
+        offset = stride // 2 + 0.5 - 0.5 * stride
+        K_fine[:, :2, 2] -= offset
+        K_fine[:, :2] /= stride
+    B, H, W = depth.shape
     K_fine[:, :2] *= s
     origins, dirs = pixel_rays(c2w, K_fine.to(c2w.dtype), H * s, W * s)  # [B, Hs, Ws, 3]
     z = depth.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2).to(dirs.dtype)
@@ -55,6 +66,25 @@ def unproject_depth(
     z = torch.where(known, z, far.expand_as(z))
     points = origins + dirs * ray_distance(z, dirs, c2w)[..., None]
     return points.reshape(B, -1, 3), known.reshape(B, -1)
+
+
+def points_for_grid(
+    depth: Tensor,  # [B, H, W] z-depth, 0 = unknown
+    c2w: Tensor,  # [B, 4, 4]
+    K: Tensor,  # [B, 3, 3] for (H, W)
+    grid: tuple[int, int],  # (gh, gw) cells the points will be binned into
+    stride: int = 1,
+) -> tuple[Tensor, Tensor]:  # points [B, N, 3], known [B, N] (``unproject_depth``)
+    """The image's points for a warp onto ``grid``: at least POINTS_PER_CELL per cell side (sub-pixels
+    where the grid is finer than that), or with ``stride`` k > 1 one per k x k pixels (a grid whose
+    cells are wide enough that fewer points still reach every cell: the tokens' 8-pixel cells read 4
+    x 4 points at k = 2)."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1 pixel, got {stride}")
+    if stride > 1:
+        return unproject_depth(depth, c2w, K, stride=stride)
+    H, W = depth.shape[-2:]
+    return unproject_depth(depth, c2w, K, subsamples=max(1, math.ceil(POINTS_PER_CELL * max(grid[0] / H, grid[1] / W))))
 
 
 def warp_depth(
@@ -66,24 +96,24 @@ def warp_depth(
     grid: tuple[int, int],  # (gh, gw) cells over each target image
     fill: int = 0,
     near: float = 1e-3,
+    stride: int = 1,
 ) -> tuple[Tensor, Tensor]:  # depth [B, ..., gh, gw] (0 = unknown), filled [B, ..., gh, gw] bool
     """Forward-warp ``depth`` into every camera of ``c2w`` on a ``grid`` of cells (z-buffer: the
     nearest point of a cell wins). Cells no known point reaches are either sky (an unknown pixel's
     ray lands there: they stay 0) or holes (nothing does: disocclusions, beyond the image's edges),
-    which are filled ``fill`` cells deep (``fill_holes``). Plain PyTorch; one scatter per call."""
+    which are filled ``fill`` cells deep (``fill_holes``). ``stride``: which points (``points_for_grid``).
+    Plain PyTorch; one scatter per call."""
     if depth.ndim != 3 or c2w_src.shape != (depth.shape[0], 4, 4) or K_src.shape != (depth.shape[0], 3, 3):
         raise ValueError(f"depth must be [B, H, W] with c2w_src [B, 4, 4] and K_src [B, 3, 3]; got "
                          f"{tuple(depth.shape)}, {tuple(c2w_src.shape)}, {tuple(K_src.shape)}")
     B, H, W = depth.shape
     gh, gw = grid
     lead = c2w.shape[1:-2]
-    subsamples = max(1, math.ceil(POINTS_PER_CELL * max(gh / H, gw / W)))
-    points, known = unproject_depth(depth, c2w_src, K_src, subsamples)
+    points, known = points_for_grid(depth, c2w_src, K_src, grid, stride)
     cams = c2w.reshape(B, -1, 4, 4).to(points.dtype)
-    Ks = K.reshape(B, -1, 3, 3).to(points.dtype)
-    uv, z = world_to_pixels(points[:, None], c2w_to_viewmat(cams), Ks)  # [B, C, N, 2], [B, C, N]
-    col = torch.floor(uv[..., 0] * (gw / W)).long()
-    row = torch.floor(uv[..., 1] * (gh / H)).long()
+    u, v, z = project_to_cameras(points, c2w_to_viewmat(cams), K.reshape(B, -1, 3, 3))  # [B, C, N] each
+    col = torch.floor(u * (gw / W)).long()
+    row = torch.floor(v * (gh / H)).long()
     lands = (z > near) & (col >= 0) & (col < gw) & (row >= 0) & (row < gh)
     C = cams.shape[1]
     spare = torch.full_like(col, gh * gw)  # misses go to a spare cell
@@ -112,9 +142,9 @@ def landing_cells(
     """Where the image, lifted with its depth, shows something in each camera; the rest are its holes."""
     B, H, W = depth.shape
     gh, gw = grid
-    points, _ = unproject_depth(depth, c2w_src, K_src, max(1, math.ceil(POINTS_PER_CELL * max(gh / H, gw / W))))
-    uv, z = world_to_pixels(points[:, None], c2w_to_viewmat(c2w.to(points.dtype)), K.to(points.dtype))
-    col, row = torch.floor(uv[..., 0] * (gw / W)).long(), torch.floor(uv[..., 1] * (gh / H)).long()
+    points, _ = points_for_grid(depth, c2w_src, K_src, grid)
+    u, v, z = project_to_cameras(points, c2w_to_viewmat(c2w.to(points.dtype)), K)  # [B, C, N] each
+    col, row = torch.floor(u * (gw / W)).long(), torch.floor(v * (gh / H)).long()
     lands = (z > near) & (col >= 0) & (col < gw) & (row >= 0) & (row < gh)
     spare = torch.full_like(col, gh * gw)
     hits = torch.zeros((*col.shape[:2], gh * gw + 1), dtype=torch.int32, device=depth.device).scatter_add(

@@ -79,11 +79,17 @@ class InputDepthReader(nn.Module):
         time_factor: frames per latent frame of the codec.
         causal_first_frame: whether the codec encodes the first frame alone.
         fill: fill holes of the warped depth this many cells deep (``fill_holes``).
+        token_stride: the warp for the tokens reads one input pixel in ``token_stride`` x
+            ``token_stride`` (``points_for_grid``); the grid Gaussians' warp reads them all.
     """
 
-    def __init__(self, width: int, patch_size: int, time_factor: int, causal_first_frame: bool, fill: int) -> None:
+    def __init__(self, width: int, patch_size: int, time_factor: int, causal_first_frame: bool, fill: int,
+                 token_stride: int = 1) -> None:
         super().__init__()
+        if token_stride < 1:
+            raise ValueError(f"token_stride must be >= 1 pixel, got {token_stride}")
         self.time_factor, self.causal_first_frame, self.fill = time_factor, causal_first_frame, fill
+        self.token_stride = token_stride
         self.embed = PatchEmbed3d(3 * time_factor, width, patch_size, zero_init=True)
 
     def warp(
@@ -92,9 +98,10 @@ class InputDepthReader(nn.Module):
         c2w: Tensor,  # [B, V, T, 4, 4] the cameras to see it from
         K: Tensor,  # [B, V, T, 3, 3]
         grid: tuple[int, int],  # (gh, gw) cells per image
+        stride: int = 1,  # read one input pixel in stride x stride (``points_for_grid``)
     ) -> tuple[Tensor, Tensor]:  # z-depth (0 = unknown), filled: [B, M, V, T, gh, gw]
         flat, scene, inverse = frames.distinct()
-        z, filled = warp_depth(flat.depth, flat.c2w, flat.K, c2w[scene], K[scene], grid, self.fill)
+        z, filled = warp_depth(flat.depth, flat.c2w, flat.K, c2w[scene], K[scene], grid, self.fill, stride=stride)
         B, M = frames.frame.shape
         return z[inverse].reshape(B, M, *z.shape[1:]), filled[inverse].reshape(B, M, *filled.shape[1:])
 
@@ -106,7 +113,7 @@ class InputDepthReader(nn.Module):
         latent_shape: tuple[int, int, int],  # (T', h, w)
     ) -> Tensor:  # [B, M, V, L, D] to add to the latent tokens
         _, h, w = latent_shape
-        z, filled = self.warp(frames, c2w, K, (h, w))  # [B, M, V, T, h, w]
+        z, filled = self.warp(frames, c2w, K, (h, w), self.token_stride)  # [B, M, V, T, h, w]
         B, M, V, T = z.shape[:4]
         feats = fold_to_latent_grid(depth_features(z, filled).reshape(B * M * V, T, h, w, 3), self.time_factor,
                                     self.causal_first_frame)
