@@ -69,8 +69,10 @@ def plot(runs: dict[str, list[dict]], path: Path, x: str = "minutes", metric: st
         ax.set_xlabel("training minutes" if x == "minutes" else "training steps")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("PSNR vs ground truth (dB)" if metric == "psnr" else "LPIPS-VGG vs ground truth (lower is better)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    # Below the panels, so that the legend never covers a curve.
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")
