@@ -231,13 +231,13 @@ def project_to_cameras(
     K: Tensor,  # [B, C, 3, 3]
 ) -> tuple[Tensor, Tensor, Tensor]:  # u, v (pixels), z (camera depth): [B, C, N] each
     """``world_to_pixels`` of the same points into many cameras as one matrix product per batch item:
-    K R and R's z row stacked into [C * 4, 3], so the points are neither copied per camera nor
-    multiplied twice (the input depth's warps project 10^5 points into ~50 cameras every step)."""
+    K R stacked into [C * 3, 3], so the points are not copied per camera (the input depth's warps
+    project 10^5 points into ~50 cameras every step). Intrinsics are pinhole (last row 0 0 1), so the
+    third row of K [R | t] is the camera depth itself."""
     B, C = viewmat.shape[:2]
     R, t = viewmat[..., :3, :3], viewmat[..., :3, 3]
     Kc = K.to(points.dtype)
-    rows = torch.cat([Kc @ R, R[..., 2:3, :]], dim=-2)  # [B, C, 4, 3]: K R, then the z row
-    shift = torch.cat([(Kc @ t[..., None])[..., 0], t[..., 2:3]], dim=-1)  # [B, C, 4]
-    h = (rows.reshape(B, C * 4, 3) @ points.transpose(-1, -2)).reshape(B, C, 4, -1) + shift[..., None]
-    w = h[:, :, 2].clamp_min(1e-12)
-    return h[:, :, 0] / w, h[:, :, 1] / w, h[:, :, 3]
+    h = ((Kc @ R).reshape(B, C * 3, 3) @ points.transpose(-1, -2)).reshape(B, C, 3, -1) + (Kc @ t[..., None])
+    z = h[:, :, 2]
+    w = z.clamp_min(1e-12)
+    return h[:, :, 0] / w, h[:, :, 1] / w, z

@@ -86,8 +86,6 @@ class InputDepthReader(nn.Module):
     def __init__(self, width: int, patch_size: int, time_factor: int, causal_first_frame: bool, fill: int,
                  token_stride: int = 1) -> None:
         super().__init__()
-        if token_stride < 1:
-            raise ValueError(f"token_stride must be >= 1 pixel, got {token_stride}")
         self.time_factor, self.causal_first_frame, self.fill = time_factor, causal_first_frame, fill
         self.token_stride = token_stride
         self.embed = PatchEmbed3d(3 * time_factor, width, patch_size, zero_init=True)
