@@ -75,6 +75,7 @@ class ClipDataModule(lightning.LightningDataModule):
         width: int | None = None,
         train_clip_reuse: int = 1,
         targets: Literal["source", "all"] = "source",
+        train_target_views: int | None = None,
         root: str | None = None,
     ) -> None:
         """Clips for the student: train / val / test splits of a teacher's clips.
@@ -108,6 +109,10 @@ class ClipDataModule(lightning.LightningDataModule):
                 the decoder reads, as in the paper) or ``"all"`` (every trajectory of the clip, so
                 with ``num_views`` below the clip's count some targets are views the decoder never
                 saw: direct supervision of novel views).
+            train_target_views: training samples render only this many of those target trajectories,
+                drawn at random per sample (``None``: all of them). A dynamic decoder decodes one
+                Gaussian set per target view, so the step's cost falls with it: fewer targets per
+                step, more steps per CPU hour (docs/experiments.md, E49). Validation and test keep all.
             root: a folder of real captures for a teacher whose generator reads them
                 (``lyra.data.captures.CaptureSource``): it replaces that generator's ``root``, so
                 one option points a config at another folder. ``None``: leave the generator as built.
@@ -146,6 +151,9 @@ class ClipDataModule(lightning.LightningDataModule):
         if targets not in ("source", "all"):
             raise ValueError(f"targets must be 'source' or 'all', got {targets!r}")
         self.targets = targets
+        if train_target_views is not None and (not isinstance(train_target_views, int) or train_target_views < 1):
+            raise ValueError(f"train_target_views must be a positive int or None (all), got {train_target_views!r}")
+        self.train_target_views = train_target_views
         self.num_workers, self.counts, self.seed = num_workers, counts, seed
         self._reader: ShardReader | None = None
         if root is not None:
@@ -212,7 +220,8 @@ class ClipDataModule(lightning.LightningDataModule):
         frames = self.test_target_frames if split == "test" else self.target_frames
         return ClipStream(indices, source, split, self.batch_size, self.num_views, frames,
                           self.seed, rank, world, self.num_workers, heldout=self.test_heldout,
-                          reuse=self.train_clip_reuse, targets=self.targets)
+                          reuse=self.train_clip_reuse, targets=self.targets,
+                          train_target_views=self.train_target_views)
 
     def _loader(self, split: Split) -> DataLoader:
         kind = _ResumableLoader if split == "train" else _EpochDataLoader

@@ -64,8 +64,10 @@ class ClipStream(IterableDataset):
         heldout: Sequence[str | int] = (),
         reuse: int = 1,
         targets: str = "source",
+        train_target_views: int | None = None,
     ) -> None:
         self.indices, self.source, self.split = list(indices), source, split
+        self.train_target_views = train_target_views
         self.heldout = list(heldout) if split == "test" else []
         self.reuse = reuse if split == "train" else 1
         self.targets = targets
@@ -195,6 +197,12 @@ class ClipStream(IterableDataset):
         else:
             views = torch.randperm(V, generator=g)[:n_views].sort().values
         target_views = torch.arange(V) if self.targets == "all" and self.split != "test" else views
+        if self.split == "train" and self.train_target_views is not None:
+            if self.train_target_views > len(target_views):
+                raise ValueError(f"train_target_views={self.train_target_views}, but a sample of clip {index} has "
+                                 f"{len(target_views)} target trajectories; lower it or use targets='all'")
+            pick = torch.randperm(len(target_views), generator=g)[: self.train_target_views].sort().values
+            target_views = target_views[pick]
         if self.split != "test":
             frames = torch.stack([torch.randperm(T, generator=g)[: self.target_frames].sort().values
                                   for _ in range(len(target_views))])
