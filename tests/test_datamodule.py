@@ -249,3 +249,22 @@ def test_targets_from_all_trajectories_include_views_the_decoder_does_not_read()
         assert b.rgb.shape[1:3] == (V, 2)
     with pytest.raises(ValueError, match="targets"):
         module(targets="novel")
+
+
+def test_train_target_views_renders_a_random_subset_of_the_targets_in_training_only():
+    dm = module(num_views=2, target_frames=1, batch_size=1, targets="all", train_target_views=2)
+    drawn = set()
+    for b in dm.train_dataloader():
+        views = b.c2w[0, :, 0, 0, 3].long().tolist()  # the teacher writes the view id into the camera
+        assert len(views) == 2 and views == sorted(views) and set(views) <= set(range(V))
+        assert b.rgb.shape[1:3] == (2, 1) and b.latents.shape[1] == 2  # the decoder still reads 2 views
+        drawn.add(tuple(views))
+    assert len(drawn) > 1  # drawn per sample, not fixed
+    val = next(iter(dm.val_dataloader()))
+    assert val.c2w[0, :, 0, 0, 3].long().tolist() == list(range(V))  # validation keeps every target
+    same = module(num_views=2, target_frames=1, batch_size=1, targets="all")
+    assert next(iter(same.train_dataloader())).rgb.shape[1] == V  # None: all, as before
+    with pytest.raises(ValueError, match="train_target_views"):
+        module(train_target_views=0)
+    with pytest.raises(ValueError, match="train_target_views=9"):
+        next(iter(module(num_views=2, train_target_views=9).train_dataloader()))
