@@ -268,3 +268,7 @@ def test_train_target_views_renders_a_random_subset_of_the_targets_in_training_o
         module(train_target_views=0)
     with pytest.raises(ValueError, match="train_target_views=9"):
         next(iter(module(num_views=2, train_target_views=9).train_dataloader()))
+    with pytest.raises(ValueError, match="train_target_views=3"):  # 'source' targets: refused when built
+        module(num_views=2, train_target_views=3)
+    with pytest.raises(ValueError, match="train_target_views=9"):  # 'all': the clip's trajectories decide
+        next(iter(module(num_views=2, targets="all", train_target_views=9).train_dataloader()))

@@ -153,6 +153,9 @@ class ClipDataModule(lightning.LightningDataModule):
         self.targets = targets
         if train_target_views is not None and (not isinstance(train_target_views, int) or train_target_views < 1):
             raise ValueError(f"train_target_views must be a positive int or None (all), got {train_target_views!r}")
+        if targets == "source" and train_target_views is not None and train_target_views > lo:
+            raise ValueError(f"train_target_views={train_target_views}, but with targets='source' a sample may have "
+                             f"only {lo} target trajectories (num_views={num_views}); lower it or use targets='all'")
         self.train_target_views = train_target_views
         self.num_workers, self.counts, self.seed = num_workers, counts, seed
         self._reader: ShardReader | None = None

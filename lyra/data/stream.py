@@ -67,10 +67,9 @@ class ClipStream(IterableDataset):
         train_target_views: int | None = None,
     ) -> None:
         self.indices, self.source, self.split = list(indices), source, split
-        self.train_target_views = train_target_views
         self.heldout = list(heldout) if split == "test" else []
         self.reuse = reuse if split == "train" else 1
-        self.targets = targets
+        self.targets, self.train_target_views = targets, train_target_views
         self.batch_size, self.target_frames, self.seed = batch_size, target_frames, seed
         self.views = (num_views, num_views) if isinstance(num_views, int) else tuple(num_views)
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
